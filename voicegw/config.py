@@ -1,0 +1,289 @@
+"""Settings from the environment and the agent YAML, validated once at start-up.
+
+Bad configuration refuses to start and names file, line and field (`ConfigError`).
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from voicegw.realtime.events import SessionConfig, ToolDecl, TurnDetection
+from voicegw.yamlsrc import ConfigError, Locator, load_yaml, validation_error
+
+# ---------------------------------------------------------------------------------------------
+# Agent file
+# ---------------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '30m', '1h', '250ms', '7d' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 10m or 1h")
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"expected a duration like 30s, 10m or 1h, got {value!r}")
+    n = float(m.group(1))
+    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TurnDetectionConfig(_Strict):
+    type: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
+    threshold: float | None = Field(default=0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(default=300, ge=0, le=5000)
+    silence_duration_ms: int | None = Field(default=500, ge=0, le=10000)
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+    create_response: bool = True
+    interrupt_response: bool = True
+    idle_timeout_ms: int | None = Field(default=None, ge=5000, le=30000)
+
+
+class TranscriptionConfig(_Strict):
+    model: str | None = "whisper-1"
+    language: str | None = None
+
+
+class GreetingConfig(_Strict):
+    text: str | None = None  # said verbatim (sent as instructions asking to say exactly this)
+    instructions: str | None = None  # or: how to greet, in the model's own words
+
+
+class AgentConfig(_Strict):
+    name: str = "agent"
+    instructions: str = "You are a helpful, concise phone support agent."
+    voice: str = "alloy"
+    temperature: float | None = Field(default=0.8, ge=0.0, le=2.0)
+    greeting: GreetingConfig | None = GreetingConfig(text="Hello! How can I help you today?")
+    audio_mode: Literal["pcm16", "g711_ulaw"] = "pcm16"
+    turn_detection: TurnDetectionConfig = TurnDetectionConfig()
+    transcription: TranscriptionConfig | None = TranscriptionConfig()
+    max_call_duration: float = 1800.0  # seconds
+    max_output_tokens: int | Literal["inf"] | None = None
+    language: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("greeting", mode="before")
+    @classmethod
+    def _greeting_str(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"text": v}
+        return v
+
+    @field_validator("max_call_duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        secs = parse_duration(v)
+        if secs <= 0 or secs > 4 * 3600:
+            raise ValueError("must be between 1s and 4h")
+        return secs
+
+    def session_config(self, tools: tuple[ToolDecl, ...] = ()) -> SessionConfig:
+        td = self.turn_detection
+        return SessionConfig(
+            instructions=self.instructions,
+            voice=self.voice,
+            temperature=self.temperature,
+            audio_format="g711_ulaw" if self.audio_mode == "g711_ulaw" else "pcm16",
+            turn_detection=TurnDetection(
+                type=td.type,
+                threshold=td.threshold,
+                prefix_padding_ms=td.prefix_padding_ms,
+                silence_duration_ms=td.silence_duration_ms,
+                eagerness=td.eagerness,
+                create_response=td.create_response,
+                interrupt_response=td.interrupt_response,
+                idle_timeout_ms=td.idle_timeout_ms,
+            ),
+            transcription_model=self.transcription.model if self.transcription else None,
+            tools=tools,
+            max_output_tokens=self.max_output_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class LoadedAgent:
+    config: AgentConfig
+    path: Path | None
+    locator: Locator | None
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def load_agent(path: str | Path) -> LoadedAgent:
+    data, loc = load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise loc.error((), "an agent file must be a mapping of fields")
+    try:
+        cfg = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, loc) from None
+    return LoadedAgent(cfg, Path(path), loc)
+
+
+def default_agent() -> LoadedAgent:
+    return LoadedAgent(AgentConfig(), None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """Where the Realtime model lives and how to reach it."""
+
+    provider: Literal["azure", "openai", "local"]
+    url: str  # full ws(s) URL including path and query
+    dialect: Literal["preview", "ga"]
+    api_key: str | None = field(default=None, repr=False)
+    use_entra: bool = False  # Azure without a key: DefaultAzureCredential bearer tokens
+    model: str = ""
+
+    def describe(self) -> str:
+        auth = "api-key" if self.api_key else ("entra-id" if self.use_entra else "none")
+        u = urlparse(self.url)
+        return f"{self.provider} {self.dialect} {u.scheme}://{u.netloc}{u.path} ({self.model}, auth={auth})"
+
+
+def _ws(url: str) -> str:
+    u = url.rstrip("/")
+    if u.startswith("https://"):
+        return "wss://" + u[len("https://"):]
+    if u.startswith("http://"):
+        return "ws://" + u[len("http://"):]
+    return u
+
+
+def model_target_from_env(env: Mapping[str, str]) -> ModelTarget | None:
+    """The configured cloud model, or None for the embedded local model."""
+    from urllib.parse import urlencode
+
+    endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    if endpoint:
+        deployment = env.get("AZURE_OPENAI_DEPLOYMENT", "").strip()
+        if not deployment:
+            raise ConfigError("environment", None, "AZURE_OPENAI_DEPLOYMENT", "required with AZURE_OPENAI_ENDPOINT")
+        version = env.get("AZURE_OPENAI_API_VERSION", "").strip() or "v1"
+        key = env.get("AZURE_OPENAI_API_KEY", "").strip() or None
+        base = _ws(endpoint)
+        if version in ("v1", "ga", "GA"):
+            url = f"{base}/openai/v1/realtime?" + urlencode({"model": deployment})
+            dialect: Literal["preview", "ga"] = "ga"
+        else:
+            url = f"{base}/openai/realtime?" + urlencode({"api-version": version, "deployment": deployment})
+            dialect = "preview"
+        return ModelTarget("azure", url, dialect, key, use_entra=key is None, model=deployment)
+    key = env.get("OPENAI_API_KEY", "").strip()
+    if key:
+        model = env.get("OPENAI_REALTIME_MODEL", "").strip() or "gpt-realtime"
+        base = _ws(env.get("OPENAI_BASE_URL", "").strip() or "https://api.openai.com/v1")
+        if not base.endswith("/v1"):
+            base += "/v1"
+        url = f"{base}/realtime?" + urlencode({"model": model})
+        return ModelTarget("openai", url, "ga", key, model=model)
+    return None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    v = env.get(name)
+    if v is None or v == "":
+        return default
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError("environment", None, name, f"expected true or false, got {v!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    v = env.get(name)
+    if not v:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ConfigError("environment", None, name, f"expected an integer, got {v!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    dev_mode: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model: ModelTarget | None = None  # None: embedded local model
+    agent_path: Path | None = None
+    routing_path: Path | None = None
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    operator_tokens: tuple[str, ...] = field(default=(), repr=False)
+    stream_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    stream_token_ttl: float = 300.0
+    prewarm_timeout: float = 15.0
+    model_connect_timeout: float = 10.0
+    tool_hosts: tuple[str, ...] = ()
+
+    @property
+    def webhook_auth_enabled(self) -> bool:
+        return bool(self.twilio_auth_token)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'voicegw.db'}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = os.environ if env is None else env
+        secret_txt = env.get("VOICEGW_STREAM_SECRET", "")
+        token = env.get("TWILIO_AUTH_TOKEN", "").strip() or None
+        tokens = tuple(t.strip() for t in env.get("VOICEGW_OPERATOR_TOKENS", "").split(",") if t.strip())
+        public = env.get("VOICEGW_PUBLIC_URL", "").strip().rstrip("/") or None
+        if public and urlparse(public).scheme not in ("http", "https"):
+            raise ConfigError("environment", None, "VOICEGW_PUBLIC_URL", "must be an http(s) URL")
+        values: dict[str, Any] = dict(
+            public_url=public,
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", "").strip() or None,
+            twilio_auth_token=token,
+            dev_mode=_bool(env, "VOICEGW_DEV_MODE"),
+            host=env.get("VOICEGW_HOST", "").strip() or "127.0.0.1",
+            port=_int(env, "VOICEGW_PORT", 8080),
+            model=model_target_from_env(env),
+            agent_path=Path(env["VOICEGW_AGENT"]) if env.get("VOICEGW_AGENT") else None,
+            routing_path=Path(env["VOICEGW_ROUTING"]) if env.get("VOICEGW_ROUTING") else None,
+            data_dir=Path(env.get("VOICEGW_DATA_DIR", "").strip() or "data"),
+            database_url=env.get("VOICEGW_DATABASE_URL", "").strip() or None,
+            operator_tokens=tokens,
+            stream_token_ttl=float(_int(env, "VOICEGW_STREAM_TOKEN_TTL", 300)),
+            prewarm_timeout=float(_int(env, "VOICEGW_PREWARM_TIMEOUT", 15)),
+            tool_hosts=tuple(h.strip() for h in env.get("VOICEGW_TOOL_HOSTS", "").split(",") if h.strip()),
+        )
+        if secret_txt:
+            values["stream_secret"] = secret_txt.encode()
+        elif token:
+            # stable across replicas that share the auth token, distinct from it
+            import hashlib
+
+            values["stream_secret"] = hashlib.sha256(b"voicegw-stream-token:" + token.encode()).digest()
+        values.update(overrides)
+        return cls(**values)
