@@ -1,0 +1,90 @@
+"""A fake of the Twilio REST API as a twilio SDK HttpClient: records requests, answers like Twilio.
+
+Only the resources voicegw uses: Calls update, IncomingPhoneNumbers list and update.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from twilio.http import HttpClient
+from twilio.http.response import Response
+
+API = "https://api.twilio.com/2010-04-01"
+_CALL = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Calls/(CA\w+)\.json$")
+_NUMBERS = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/IncomingPhoneNumbers\.json$")
+_NUMBER = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/IncomingPhoneNumbers/(PN\w+)\.json$")
+
+
+@dataclass
+class Recorded:
+    method: str
+    url: str
+    params: dict[str, Any]
+    data: dict[str, Any]
+    auth: tuple[str, str] | None
+
+
+@dataclass
+class FakeTwilioRest(HttpClient):
+    account_sid: str
+    auth_token: str
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    numbers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        HttpClient.__init__(self, logging.getLogger("fake_twilio_rest"), False, 5)
+
+    def add_call(self, call_sid: str, status: str = "in-progress") -> None:
+        self.calls[call_sid] = {"sid": call_sid, "account_sid": self.account_sid, "status": status}
+
+    def add_number(self, sid: str, phone_number: str) -> None:
+        self.numbers[sid] = {"sid": sid, "account_sid": self.account_sid, "phone_number": phone_number,
+                             "voice_url": "", "voice_method": "POST"}
+
+    def request(self, method: str, uri: str, params: dict[str, object] | None = None,
+                data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
+                auth: tuple[str, str] | None = None, timeout: float | None = None,
+                allow_redirects: bool = False) -> Response:
+        self.requests.append(Recorded(method, uri, dict(params or {}), dict(data or {}), auth))
+        if auth != (self.account_sid, self.auth_token):
+            return self._error(401, 20003, "Authenticate")
+        if not uri.startswith(API):
+            return self._error(404, 20404, "The requested resource was not found")
+        path = uri[len("https://api.twilio.com"):]
+        if (m := _CALL.match(path)) and method == "POST":
+            return self._update(self.calls, m.group(2), data or {}, {"Status": "status", "Twiml": "twiml"})
+        if (m := _NUMBERS.match(path)) and method == "GET":
+            return self._list_numbers(params or {})
+        if (m := _NUMBER.match(path)) and method == "POST":
+            return self._update(self.numbers, m.group(2), data or {},
+                                {"VoiceUrl": "voice_url", "VoiceMethod": "voice_method"})
+        return self._error(404, 20404, "The requested resource was not found")
+
+    def _update(self, table: dict[str, dict[str, Any]], sid: str, data: dict[str, object],
+                fields: dict[str, str]) -> Response:
+        row = table.get(sid)
+        if row is None:
+            return self._error(404, 20404, f"The requested resource {sid} was not found")
+        for form_name, key in fields.items():
+            if form_name in data:
+                row[key] = data[form_name]
+        return Response(200, json.dumps(row))
+
+    def _list_numbers(self, params: dict[str, object]) -> Response:
+        wanted = re.sub(r"\D", "", str(params.get("PhoneNumber", "")))
+        rows = [n for n in self.numbers.values() if wanted in re.sub(r"\D", "", n["phone_number"])]
+        size = int(str(params.get("PageSize", 50)))
+        body = {"incoming_phone_numbers": rows[:size], "page": 0, "page_size": size,
+                "next_page_uri": None, "uri": "/2010-04-01/Accounts/x/IncomingPhoneNumbers.json"}
+        return Response(200, json.dumps(body))
+
+    @staticmethod
+    def _error(status: int, code: int, message: str) -> Response:
+        body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status}
+        return Response(status, json.dumps(body))
