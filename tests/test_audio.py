@@ -6,6 +6,8 @@ libsoxr adds +-1 LSB TPDF dither to int16 output, so "equal" below means within 
 """
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import soxr
@@ -14,6 +16,14 @@ from hypothesis import strategies as st
 
 from voicegw.audio import g711
 from voicegw.audio.resample import DEFAULT_QUALITY, StreamResampler
+from voicegw.audio.transcode import (
+    CallerToModel,
+    ModelToCaller,
+    b64_decoded_len,
+    model_audio_ms,
+    pcm24_ms,
+    ulaw_ms,
+)
 
 DITHER_LSB = 2  # two independent +-1 LSB TPDF dithers may differ by 2
 
@@ -226,3 +236,148 @@ def test_flush_emits_held_audio_and_rearms() -> None:
 def test_resampler_rejects_half_samples() -> None:
     with pytest.raises(ValueError):
         StreamResampler(8000, 24000).process(b"\x01\x02\x03")
+
+
+# ----------------------------------------------------------------------------------- transcode
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def split_bytes(data: bytes, sizes: list[int]) -> list[bytes]:
+    """Cut `data` into pieces of the given sizes, cycling through them."""
+    out, i, k = [], 0, 0
+    while i < len(data):
+        out.append(data[i:i + sizes[k % len(sizes)]])
+        i += sizes[k % len(sizes)]
+        k += 1
+    return out
+
+
+_ULAW_LEVELS = np.unique(np.frombuffer(g711.ulaw_to_pcm16(bytes(range(256))), dtype=np.int16))
+
+
+def ulaw_level_index(ulaw: bytes) -> np.ndarray:
+    """Position of each mu-law code on the ordered ladder of its 255 distinct levels."""
+    pcm = np.frombuffer(g711.ulaw_to_pcm16(ulaw), dtype=np.int16)
+    return np.searchsorted(_ULAW_LEVELS, pcm)
+
+
+def model_to_caller_all(conv: ModelToCaller, deltas: list[bytes]) -> tuple[bytes, list[str]]:
+    outs = [conv.convert(b64(d)) for d in deltas]
+    outs.append(conv.flush())
+    return b"".join(unb64(o) for o in outs), outs
+
+
+def test_transcode_round_trip_keeps_speech() -> None:
+    x = speechlike(24000, 2.0, seed=11)
+    # Model deltas arrive in uneven sizes, odd byte counts included.
+    deltas = split_bytes(x.tobytes(), [4801, 9599, 1203, 24000, 7])
+    ulaw, _ = model_to_caller_all(ModelToCaller("pcm16"), deltas)
+    assert len(ulaw) == len(x) // 3
+
+    up = CallerToModel("pcm16")
+    frames = [ulaw[i:i + 160] for i in range(0, len(ulaw), 160)]  # Twilio: 20 ms frames
+    back = np.frombuffer(b"".join(unb64(up.convert(b64(f))) for f in frames), dtype=np.int16)
+    # The upsampler still holds its latency's worth; everything it gave back lines up with x.
+    assert len(back) == pytest.approx(len(x) - up.latency_ms * 24, abs=1)
+    ref = x[:len(back)]
+    err = steady(back.astype(np.float64) - ref, 24000)
+    snr = 20 * np.log10(rms(steady(ref, 24000)) / rms(err))
+    assert snr >= 34.0  # mu-law alone gives ~38 dB; the resamplers must cost little
+
+
+def test_model_to_caller_matches_direct_conversion() -> None:
+    x = speechlike(24000, 1.0, seed=12)
+    ulaw, _ = model_to_caller_all(ModelToCaller("pcm16"), split_bytes(x.tobytes(), [960]))
+    direct = g711.pcm16_to_ulaw(soxr.resample(x, 24000, 8000, quality=DEFAULT_QUALITY).tobytes())
+    assert len(ulaw) == len(direct)
+    # Dither may tip a sample across a quantisation boundary, never further.
+    assert np.abs(ulaw_level_index(ulaw) - ulaw_level_index(direct)).max() <= 1
+
+
+def test_caller_to_model_matches_direct_conversion() -> None:
+    x = speechlike(8000, 1.0, seed=13)
+    ulaw = g711.pcm16_to_ulaw(x.tobytes())
+    up = CallerToModel("pcm16")
+    got = np.frombuffer(
+        b"".join(unb64(up.convert(b64(ulaw[i:i + 160]))) for i in range(0, len(ulaw), 160)),
+        dtype=np.int16,
+    )
+    pcm8 = np.frombuffer(g711.ulaw_to_pcm16(ulaw), dtype=np.int16)
+    direct = soxr.resample(pcm8, 8000, 24000, quality=DEFAULT_QUALITY)
+    assert 0 < len(got) < len(direct)
+    assert np.abs(got.astype(np.int32) - direct[:len(got)]).max() <= DITHER_LSB
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=3001), min_size=1, max_size=8))
+def test_odd_length_deltas_are_carried(sizes: list[int]) -> None:
+    x = speechlike(24000, 0.25, seed=5).tobytes()
+    whole, _ = model_to_caller_all(ModelToCaller("pcm16"), [x])
+    pieces, _ = model_to_caller_all(ModelToCaller("pcm16"), split_bytes(x, sizes))
+    assert len(pieces) == len(whole)
+    assert np.abs(ulaw_level_index(pieces) - ulaw_level_index(whole)).max() <= 1
+
+
+def test_reset_drops_carried_byte_and_held_audio() -> None:
+    x = speechlike(24000, 0.3, seed=6).tobytes()
+    conv = ModelToCaller("pcm16")
+    conv.convert(b64(tone(300, 24000, 0.2, amp=30000).tobytes() + b"\x55"))  # odd: carries
+    conv.reset()
+    after, _ = model_to_caller_all(conv, [x])
+    fresh, _ = model_to_caller_all(ModelToCaller("pcm16"), [x])
+    assert len(after) == len(fresh)  # a leftover byte would shift every sample
+    assert np.abs(ulaw_level_index(after) - ulaw_level_index(fresh)).max() <= 1
+
+
+def test_g711_mode_passes_payloads_through() -> None:
+    payload = b64(bytes(range(256)) * 3 + b"\x01")
+    down, up = ModelToCaller("g711_ulaw"), CallerToModel("g711_ulaw")
+    assert down.convert(payload) is payload
+    assert up.convert(payload) is payload
+    assert down.flush() == ""
+    down.reset()
+    up.reset()
+    assert down.convert(payload) == payload
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError):
+        CallerToModel("g711_alaw")
+    with pytest.raises(ValueError):
+        ModelToCaller("pcm")
+
+
+@settings(max_examples=200)
+@given(data=st.binary(max_size=4000))
+def test_b64_decoded_len_matches_real_encodes(data: bytes) -> None:
+    padded = base64.b64encode(data).decode("ascii")
+    assert b64_decoded_len(padded) == len(data)
+    assert b64_decoded_len(padded.rstrip("=")) == len(data)
+
+
+def test_duration_helpers_against_real_payloads() -> None:
+    assert ulaw_ms(160) == 20.0
+    assert pcm24_ms(960) == 20.0
+    pcm = tone(440, 24000, 0.37).tobytes()
+    assert model_audio_ms(b64(pcm), "pcm16") == pytest.approx(370.0)
+    assert ModelToCaller.duration_ms_of_model_audio(b64(pcm), "pcm16") == pytest.approx(370.0)
+    assert model_audio_ms(b64(bytes(1234)), "g711_ulaw") == pytest.approx(154.25)
+
+
+def test_caller_side_duration_adds_up_to_model_duration() -> None:
+    # Playout accounting: what we send Twilio for a response lasts exactly as long as what the
+    # model produced, once the resampler is flushed.
+    x = speechlike(24000, 1.2, seed=9).tobytes()
+    deltas = [b64(d) for d in split_bytes(x, [4800, 12000, 3600])]
+    conv = ModelToCaller("pcm16")
+    outs = [conv.convert(d) for d in deltas] + [conv.flush()]
+    produced = sum(model_audio_ms(d, "pcm16") for d in deltas)
+    sent = sum(ulaw_ms(b64_decoded_len(o)) for o in outs)
+    assert produced == pytest.approx(1200.0)
+    assert sent == pytest.approx(produced)
