@@ -1,0 +1,218 @@
+"""What the local model says: a small, predictable rule set instead of a language model.
+
+Order of the rules (first match wins):
+1. response instructions asking for verbatim speech ("Say exactly ...: \"<text>\"") -> <text>;
+2. the latest turn is a tool result -> "Here is what I found: <key facts>";
+3. the caller names a declared tool -> call it, with the arguments the words can fill
+   (or ask for the required ones it cannot);
+4. keypad digits ("[keypad] 1 2 3") -> "You pressed 1 2 3." plus a menu answer for one digit;
+5. keyword answers (hello, hours, order, appointment, person, thanks, bye);
+6. "Sorry, could you repeat that?".
+Session instructions are stored by the protocol but deliberately not "understood" here.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from voicegw.localmodel.toolfill import fill_arguments, tool_score, words_of
+
+FALLBACK = "Sorry, could you repeat that?"
+GREETING = "Hello! How can I help you today?"
+
+_VERBATIM = re.compile(
+    r"\b(?:say|speak|read|repeat)\b[^:\"“]*?\b(?:exactly|verbatim|word for word)\b[^:\"“]*[:]?\s*[\"“](?P<q>.+)[\"”]\s*\.?\s*$"
+    r"|\b(?:say|speak|read|repeat)\b[^:\"“]*?\b(?:exactly|verbatim|word for word)\b[^:\"“]*:\s*(?P<u>.+?)\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_KEYPAD = re.compile(r"^\s*\[keypad\]\s+(?P<digits>[0-9*#](?:[\s,]*[0-9*#])*)\s*$", re.IGNORECASE)
+
+DIGIT_ANSWERS = {
+    "1": "We are open Monday to Friday, 9 am to 5 pm.",
+    "2": "For your order status, please tell me your order number.",
+    "3": "To book an appointment, tell me which day suits you.",
+    "0": "I will connect you to a person.",
+    "9": "Goodbye, and thank you for calling.",
+    "*": "Let me repeat the menu: press 1 for opening hours, 2 for order status, or 0 for a person.",
+}
+
+KEYWORD_ANSWERS: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"bye", "goodbye", "hang"}), "Thank you for calling. Goodbye!"),
+    (frozenset({"person", "human", "agent", "operator", "representative"}), "I will connect you to a person."),
+    (frozenset({"hours", "open", "opening", "close", "closing"}), "We are open Monday to Friday, 9 am to 5 pm."),
+    (frozenset({"order", "orders", "ordered", "delivery", "package", "shipping"}),
+     "I can help with your order. What is your order number?"),
+    (frozenset({"appointment", "appointments", "book", "booking", "schedule"}),
+     "I can book an appointment for you. Which day works best?"),
+    (frozenset({"thanks", "thank"}), "You're welcome. Is there anything else?"),
+    (frozenset({"hello", "hi", "hey", "morning", "afternoon", "evening"}), GREETING),
+)
+
+
+@dataclass(frozen=True)
+class Speech:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: str  # JSON text
+
+
+Reply = Speech | ToolCall
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One conversation item reduced to what the rules look at."""
+
+    kind: str  # user | assistant | tool_output | tool_call | system
+    text: str
+
+
+def turns_of(items: list[dict[str, Any]]) -> list[Turn]:
+    """Reduce items of either dialect's shape to turns."""
+    turns: list[Turn] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "function_call_output":
+            turns.append(Turn("tool_output", str(item.get("output") or "")))
+        elif kind == "function_call":
+            turns.append(Turn("tool_call", str(item.get("name") or "")))
+        elif kind == "message":
+            parts = []
+            for part in item.get("content") or []:
+                text = part.get("text") if part.get("text") is not None else part.get("transcript")
+                if text:
+                    parts.append(str(text))
+            role = str(item.get("role") or "user")
+            turns.append(Turn(role if role in ("user", "assistant", "system") else "user", " ".join(parts)))
+    return turns
+
+
+def verbatim_request(instructions: str | None) -> str | None:
+    if not instructions:
+        return None
+    match = _VERBATIM.search(instructions.strip())
+    if not match:
+        return None
+    text = (match.group("q") or match.group("u") or "").strip()
+    return text or None
+
+
+def decide(
+    *,
+    instructions: str | None,
+    items: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    tool_choice: str = "auto",
+    today: _dt.date | None = None,
+) -> Reply:
+    exact = verbatim_request(instructions)
+    if exact is not None:
+        return Speech(exact)
+    turns = [t for t in turns_of(items) if t.kind != "system"]
+    if turns and turns[-1].kind == "tool_output":
+        return Speech(summarize_tool_output(turns[-1].text))
+    last_user = next((t for t in reversed(turns) if t.kind == "user"), None)
+    if last_user is None:
+        return Speech(GREETING)
+    today = today or _dt.date.today()
+    usable_tools = [] if tool_choice == "none" else [t for t in tools if t.get("type", "function") == "function"]
+    call = _tool_reply(last_user.text, turns, usable_tools, today)
+    if call is not None:
+        return call
+    keypad = _KEYPAD.match(last_user.text)
+    if keypad:
+        digits = re.findall(r"[0-9*#]", keypad.group("digits"))
+        said = f"You pressed {' '.join(digits)}."
+        if len(digits) == 1 and digits[0] in DIGIT_ANSWERS:
+            said = f"{said} {DIGIT_ANSWERS[digits[0]]}"
+        return Speech(said)
+    words = set(words_of(last_user.text))
+    for keys, answer in KEYWORD_ANSWERS:
+        if words & keys:
+            return Speech(answer)
+    return Speech(FALLBACK)
+
+
+def _tool_reply(text: str, turns: list[Turn], tools: list[dict[str, Any]], today: _dt.date) -> Reply | None:
+    """Call the tool the caller names; keypad/number-only turns continue an earlier request."""
+    if not tools:
+        return None
+    best = _best_tool(text, tools)
+    source = text
+    if best is None and _is_number_only(text):
+        # "[keypad] 1 2 3 4" after "where is my order?": the digits answer our question.
+        earlier = [t for t in turns if t.kind == "user"][:-1]
+        for turn in reversed(earlier[-3:]):
+            best = _best_tool(turn.text, tools)
+            if best is not None:
+                source = f"{turn.text} {text}"
+                break
+    if best is None:
+        return None
+    args, missing = fill_arguments(best.get("parameters") or {}, source, today)
+    if missing:
+        wanted = " and ".join(m.replace("_", " ") for m in missing)
+        return Speech(f"I can do that. Could you tell me the {wanted}?")
+    return ToolCall(str(best.get("name")), json.dumps(args))
+
+
+def _best_tool(text: str, tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    scored = [(tool_score(text, t), i, t) for i, t in enumerate(tools)]
+    scored = [s for s in scored if s[0] >= 2]
+    if not scored:
+        return None
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    return scored[0][2]
+
+
+def _is_number_only(text: str) -> bool:
+    body = _KEYPAD.match(text)
+    if body:
+        return True
+    return bool(re.fullmatch(r"[\s0-9,.-]+", text)) and any(c.isdigit() for c in text)
+
+
+def summarize_tool_output(output: str) -> str:
+    """A sentence of key facts from a tool's output (JSON or plain text)."""
+    try:
+        data = json.loads(output)
+    except (ValueError, TypeError):
+        data = output
+    facts = _facts(data)[:6]
+    if not facts:
+        return "Here is what I found: nothing to report."
+    return "Here is what I found: " + "; ".join(facts) + "."
+
+
+def _facts(data: Any, prefix: str = "") -> list[str]:
+    if isinstance(data, dict):
+        out: list[str] = []
+        for key, value in data.items():
+            label = f"{prefix}{str(key).replace('_', ' ')}"
+            if isinstance(value, (dict, list)):
+                out.extend(_facts(value, f"{label} "))
+            elif value is not None and value != "":
+                out.append(f"{label} {_spoken(value)}")
+        return out
+    if isinstance(data, list):
+        out = []
+        for value in data:
+            out.extend(_facts(value, prefix))
+        return out
+    text = _spoken(data).strip()
+    if not text:
+        return []
+    return [f"{prefix}{text[:200]}".strip()]
+
+
+def _spoken(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
