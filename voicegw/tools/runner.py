@@ -1,0 +1,182 @@
+"""Running one agent's tools: `ToolSet` turns a model's function call into a `ToolOutcome`.
+
+`run` never raises for anything the model or a handler did (bad JSON, arguments that fail the schema,
+an unknown tool, a timeout, an HTTP error, a crashing handler): each becomes an `ok=False` outcome
+whose output tells the model what went wrong so it can retry or apologise. Only cancellation
+propagates, because the I/O layer cancels running tools when the call ends.
+
+Everything that leaves the runner (output, error, logged result) passes through the scrubber, so
+values that came from `${ENV_VAR}` placeholders never reach the model, the call log or the console.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import jsonschema
+
+from voicegw.call.actions import ToolContext, ToolOutcome
+from voicegw.config import LoadedAgent, Settings
+from voicegw.realtime.events import ToolDecl
+from voicegw.tools.base import Handler, HandlerInfo, ToolError
+from voicegw.tools.paths import redact
+from voicegw.tools.schema import Tool
+from voicegw.tools.templates import Scrubber
+
+log = logging.getLogger("voicegw.tools")
+
+MAX_OUTPUT_CHARS = 6000  # what the model gets back; long outputs cost latency and tokens
+MAX_LOGGED_CHARS = 16000  # what the call log keeps of a result
+MAX_PROBLEMS = 5
+
+
+@dataclass(frozen=True)
+class BoundTool:
+    tool: Tool
+    handler: Handler
+    validator: jsonschema.protocols.Validator
+
+    @property
+    def info(self) -> HandlerInfo:
+        return self.handler.info
+
+
+class ToolSet:
+    """One agent's tools. Shared by every call of that agent; holds no per-call state."""
+
+    def __init__(
+        self,
+        key: str,
+        tools: Sequence[tuple[Tool, Handler]],
+        scrubber: Scrubber = Scrubber(),
+        peers: Mapping[str, "ToolSet"] | None = None,
+    ):
+        self.key = key
+        self._tools: dict[str, BoundTool] = {}
+        for tool, handler in tools:
+            validator_cls = jsonschema.validators.validator_for(tool.parameters)
+            self._tools[tool.name] = BoundTool(tool, handler, validator_cls(tool.parameters))
+        self._scrub = scrubber
+        # toolsets of the agents this one can hand the call to, by key: after a switch_agent the
+        # call's context names the new agent and its tools are the ones that run
+        self._peers = peers if peers is not None else {}
+        self._declarations = tuple(
+            ToolDecl(b.tool.name, b.tool.description, b.tool.parameters) for b in self._tools.values()
+        )
+
+    @property
+    def tools(self) -> tuple[BoundTool, ...]:
+        return tuple(self._tools.values())
+
+    def declarations(self) -> tuple[ToolDecl, ...]:
+        return self._declarations
+
+    def filler(self, name: str) -> str | None:
+        bound = self._tools.get(name)
+        return bound.tool.filler if bound else None
+
+    async def run(self, ctx: ToolContext, name: str, arguments: str) -> ToolOutcome:
+        owner = self._peers.get(ctx.agent, self) if ctx.agent and ctx.agent != self.key else self
+        return await owner._run(ctx, name, arguments)
+
+    async def _run(self, ctx: ToolContext, name: str, arguments: str) -> ToolOutcome:
+        started = time.monotonic()
+        bound = self._tools.get(name)
+        if bound is None:
+            return self._failure(
+                started, f"unknown tool {name!r}", {"available_tools": sorted(self._tools)}
+            )
+        args, problems = self._arguments(bound, arguments)
+        if args is None:
+            return self._failure(started, "invalid arguments", {"problems": problems, "hint": "fix the arguments and call again"})
+        try:
+            async with asyncio.timeout(bound.tool.timeout):
+                result = await bound.handler(ctx, args)
+        except ToolError as exc:
+            return self._failure(started, exc.message, exc.details)
+        except TimeoutError:
+            return self._failure(started, f"the tool timed out after {bound.tool.timeout:g}s")
+        except Exception as exc:  # a bug in a handler must not end the call
+            log.warning("tool %s failed: %s", name, self._scrub.text(f"{type(exc).__name__}: {exc}"))
+            return self._failure(started, f"the tool failed ({type(exc).__name__})")
+        output = self._cap(self._scrub.text(_json(result.result)), MAX_OUTPUT_CHARS)
+        logged = self._scrub.value(redact(_plain(result.result), bound.tool.redact))
+        if len(_json(logged)) > MAX_LOGGED_CHARS:
+            logged = {"truncated": True, "partial": _json(logged)[:MAX_LOGGED_CHARS]}
+        return ToolOutcome(
+            output=output,
+            ok=True,
+            duration_ms=_ms(started),
+            effect=result.effect,
+            logged_result=logged,
+        )
+
+    def _arguments(self, bound: BoundTool, arguments: str) -> tuple[dict[str, Any] | None, list[str]]:
+        text = (arguments or "").strip() or "{}"
+        try:
+            args = json.loads(text)
+        except ValueError as exc:
+            return None, [f"arguments are not valid JSON: {exc.msg} at position {exc.pos}"]
+        if not isinstance(args, dict):
+            return None, ["arguments must be a JSON object"]
+        errors = sorted(bound.validator.iter_errors(args), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            return None, [_problem(e) for e in errors[:MAX_PROBLEMS]]
+        return args, []
+
+    def _failure(self, started: float, error: str, details: Mapping[str, Any] | None = None) -> ToolOutcome:
+        error = self._scrub.text(error)
+        payload = {"error": error, **(details or {})}
+        return ToolOutcome(
+            output=self._cap(self._scrub.text(_json(payload)), MAX_OUTPUT_CHARS),
+            ok=False,
+            error=error,
+            duration_ms=_ms(started),
+        )
+
+    @staticmethod
+    def _cap(text: str, limit: int) -> str:
+        """Keep the output valid JSON while bounding its size."""
+        if len(text) <= limit:
+            return text
+        keep = limit - 120
+        while keep > 0:
+            wrapped = json.dumps(
+                {"truncated": True, "note": "the result was too long; this is its beginning", "partial": text[:keep]},
+                ensure_ascii=False,
+            )
+            if len(wrapped) <= limit:
+                return wrapped
+            keep //= 2
+        return json.dumps({"truncated": True})
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-shaped copy (tuples, dates and other objects become what the model saw)."""
+    return json.loads(_json(value))
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def _problem(err: jsonschema.ValidationError) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    return f"{where or 'arguments'}: {err.message}"
+
+
+def load_toolset(agent: LoadedAgent, settings: Settings) -> ToolSet:
+    """Validate and build the tools of one agent (and of any agent it can switch to)."""
+    from voicegw.tools.loader import AgentLoader
+
+    loader = AgentLoader(settings, agent.directory)
+    key = loader.add(agent)
+    return loader.build()[key].tools
