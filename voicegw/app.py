@@ -1,0 +1,54 @@
+"""Starlette app factory: routes only, no logic."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from voicegw.gateway import Gateway
+from voicegw.telephony.endpoints import media_stream, voice_webhook
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return JSONResponse({"ready": True, "active_calls": len(gw.calls)})
+
+
+async def metrics(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return PlainTextResponse(gw.metrics.render(len(gw.calls)), media_type="text/plain; version=0.0.4")
+
+
+def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None,
+               on_start: Any = None, on_stop: Any = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        if on_start is not None:
+            await on_start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+            if on_stop is not None:
+                await on_stop()
+
+    routes: list[BaseRoute] = [
+        Route("/twilio/voice", voice_webhook, methods=["POST"]),
+        WebSocketRoute("/twilio/media", media_stream),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+    routes += extra_routes or []
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app

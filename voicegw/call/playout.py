@@ -1,0 +1,123 @@
+"""What the caller has heard: playout accounting from Twilio mark acknowledgements.
+
+Every chunk of agent audio sent to the provider is followed by a mark. The provider returns a mark
+when playback reaches it (or when a `clear` discards it). From that we know, at any instant, how
+much of each assistant item the caller has actually heard:
+
+    heard = end of the last acknowledged chunk of the item
+            + wall-clock time the following chunk has been playing, capped at that chunk's length
+
+The chunk at the head of the queue started playing when the chunk before it was acknowledged, or
+when it was sent, whichever was later. Times are the session's clock (seconds, monotonic); audio
+offsets are milliseconds of *model* audio within the item, so they compare directly with what the
+model produced (and with `conversation.item.truncate`'s `audio_end_ms`).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Chunk:
+    mark: str
+    item_id: str
+    start_ms: float  # offset of the chunk's first sample within its item
+    end_ms: float
+    sent_at: float
+
+    @property
+    def length_ms(self) -> float:
+        return self.end_ms - self.start_ms
+
+
+class Playout:
+    """Chunks sent to the caller that have not been acknowledged yet, in order."""
+
+    __slots__ = ("_pending", "_by_mark", "_seq", "_head_since", "_heard_end", "_prefix")
+
+    def __init__(self, mark_prefix: str = "m") -> None:
+        self._pending: deque[Chunk] = deque()
+        self._by_mark: set[str] = set()
+        self._seq = 0
+        self._head_since: float | None = None  # when the head chunk was released for playback
+        self._heard_end: dict[str, float] = {}  # item -> end of its last acknowledged chunk
+        self._prefix = mark_prefix
+
+    # --- sending -----------------------------------------------------------------------------
+    def sent(self, item_id: str, start_ms: float, end_ms: float, now: float) -> str:
+        """Record a chunk just sent; returns the mark name to send after it."""
+        self._seq += 1
+        mark = f"{self._prefix}{self._seq}"
+        chunk = Chunk(mark, item_id, start_ms, end_ms, now)
+        if not self._pending:
+            self._head_since = now
+        self._pending.append(chunk)
+        self._by_mark.add(mark)
+        return mark
+
+    # --- acknowledgements ----------------------------------------------------------------------
+    def acked(self, mark: str, now: float) -> Chunk | None:
+        """A mark came back. Returns the chunk it closed, or None for an unknown/stale mark.
+
+        Marks come back in order; an acknowledgement for a later mark implies the earlier ones
+        finished too (a lost ack must not freeze the accounting).
+        """
+        if mark not in self._by_mark:
+            return None
+        while self._pending:
+            chunk = self._pending.popleft()
+            self._by_mark.discard(chunk.mark)
+            prev = self._heard_end.get(chunk.item_id, 0.0)
+            self._heard_end[chunk.item_id] = max(prev, chunk.end_ms)
+            if chunk.mark == mark:
+                if self._pending:
+                    head = self._pending[0]
+                    self._head_since = max(now, head.sent_at)
+                else:
+                    self._head_since = None
+                return chunk
+        return None  # unreachable: the mark was pending
+
+    def clear(self) -> list[Chunk]:
+        """The provider's buffer was cleared: every pending chunk is discarded, unheard."""
+        dropped = list(self._pending)
+        self._pending.clear()
+        self._by_mark.clear()
+        self._head_since = None
+        return dropped
+
+    # --- queries -------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Audio is queued at the provider that the caller has not finished hearing."""
+        return bool(self._pending)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def pending_items(self) -> list[str]:
+        """Items with audio still queued, in play order, each once."""
+        seen: list[str] = []
+        for c in self._pending:
+            if c.item_id not in seen:
+                seen.append(c.item_id)
+        return seen
+
+    def current_item(self) -> str | None:
+        """The item the caller is hearing now (head of the queue)."""
+        return self._pending[0].item_id if self._pending else None
+
+    def heard_ms(self, item_id: str, now: float) -> float:
+        """How many ms of `item_id` the caller has heard by `now`."""
+        heard = self._heard_end.get(item_id, 0.0)
+        if self._pending and self._head_since is not None:
+            head = self._pending[0]
+            if head.item_id == item_id:
+                playing = max(0.0, (now - self._head_since) * 1000.0)
+                heard = max(heard, head.start_ms + min(playing, head.length_ms))
+        return heard
+
+    def queued_ms(self) -> float:
+        return sum(c.length_ms for c in self._pending)

@@ -1,0 +1,122 @@
+"""HTTP and WebSocket endpoints Twilio talks to: the voice webhook and the media stream."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voicegw.gateway import Gateway
+from voicegw.telephony import base as tel
+from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
+from voicegw.telephony.twilio import build_connect_twiml, public_request_url, validate_signature
+
+log = logging.getLogger("voicegw.telephony")
+
+START_TIMEOUT_S = 10.0  # connected + start must arrive this soon after the socket opens
+FRAME_TIMEOUT_S = 30.0  # Twilio sends a media frame every 20 ms, silence included
+POLICY_VIOLATION = 1008
+
+
+def _stream_url(public: str) -> str:
+    """wss://<host>/twilio/media from the public URL Twilio used for the webhook."""
+    parts = urlsplit(public)
+    scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
+    return urlunsplit((scheme, parts.netloc, "/twilio/media", "", ""))
+
+
+async def voice_webhook(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    settings = gw.settings
+    form = await request.form()
+    params = {k: str(v) for k, v in form.multi_items()}
+    url = public_request_url(str(request.url), request.headers, settings.public_url)
+    if settings.twilio_auth_token:
+        if not validate_signature(settings.twilio_auth_token, url, params, request.headers.get("X-Twilio-Signature")):
+            log.warning("voice webhook: bad or missing X-Twilio-Signature for %s", url)
+            return PlainTextResponse("invalid Twilio signature", status_code=403)
+    elif not settings.dev_mode:
+        return PlainTextResponse(
+            "webhooks are refused: TWILIO_AUTH_TOKEN is not set (set it, or run in dev mode)", status_code=403)
+    call_sid = params.get("CallSid", "")
+    if not call_sid:
+        return PlainTextResponse("CallSid is required", status_code=400)
+    from_number, to_number = params.get("From", ""), params.get("To", "")
+    token = mint_stream_token(settings.stream_secret, call_sid, settings.stream_token_ttl, time.time())
+    gw.prewarm(call_sid, from_number, to_number)
+    twiml = build_connect_twiml(
+        _stream_url(url), {"From": from_number, "To": to_number, "CallSid": call_sid, "token": token})
+    return Response(twiml, media_type="application/xml")
+
+
+async def _await_start(ws: WebSocket, gw: Gateway) -> tel.StreamStarted | None:
+    async with asyncio.timeout(START_TIMEOUT_S):
+        while True:
+            event = gw.codec.parse(await ws.receive_text())
+            if isinstance(event, tel.StreamStarted):
+                return event
+            if isinstance(event, tel.StreamStopped):
+                return None
+            if isinstance(event, tel.BadFrame):
+                log.info("media stream: bad frame before start: %s", event.error)
+
+
+async def media_stream(ws: WebSocket) -> None:
+    gw: Gateway = ws.app.state.gateway
+    await ws.accept()
+    try:
+        start = await _await_start(ws, gw)
+    except (asyncio.TimeoutError, WebSocketDisconnect):
+        start = None
+    if start is None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=POLICY_VIOLATION, reason="no stream start")
+        return
+    try:
+        verify_stream_token(gw.settings.stream_secret, start.custom_parameters.get("token"), start.call_sid, time.time())
+    except StreamTokenError as exc:
+        gw.metrics.calls_refused += 1
+        log.warning("media stream for %s refused: %s", start.call_sid, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=POLICY_VIOLATION, reason="invalid stream token")
+        return
+    call = gw.claim(start.call_sid)
+    if call is None:  # the pre-warmed session expired, or the webhook ran on another replica
+        p = start.custom_parameters
+        call = gw.create_call(start.call_sid, p.get("From", ""), p.get("To", ""))
+        call._claimed = True
+    reader = asyncio.ensure_future(_read_frames(ws, gw, call))
+    ended = asyncio.ensure_future(call.ended.wait())
+    try:
+        await call.attach(ws, start)
+        await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reader, ended):
+            task.cancel()
+        await asyncio.gather(reader, ended, return_exceptions=True)
+        if not call.ended.is_set():
+            call.end("telephony_lost")
+        await call.aclose()
+        with contextlib.suppress(Exception):
+            await ws.close(code=1000)
+
+
+async def _read_frames(ws: WebSocket, gw: Gateway, call) -> None:  # type: ignore[no-untyped-def]
+    parse = gw.codec.parse
+    try:
+        while not call.ended.is_set():
+            async with asyncio.timeout(FRAME_TIMEOUT_S):
+                text = await ws.receive_text()
+            event = parse(text)
+            await call.on_frame(event)
+            if isinstance(event, tel.StreamStopped):
+                return
+    except WebSocketDisconnect:
+        call.end("caller_hangup")
+    except asyncio.TimeoutError:
+        call.end("telephony_timeout")
