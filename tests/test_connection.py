@@ -1,0 +1,232 @@
+"""RealtimeConnection against a local websockets server on 127.0.0.1."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from voicegw.realtime import events as ev
+from voicegw.realtime.auth import ApiKeyAuth, NoAuth
+from voicegw.realtime.connection import RealtimeClosed, RealtimeConnectError, RealtimeConnection, redact_url
+from voicegw.realtime.dialects import GA, PREVIEW
+
+SECRET = "azure-key-0123456789abcdef"
+SESSION = {"type": "session.created", "event_id": "s0", "session": {
+    "type": "realtime", "object": "realtime.session", "id": "sess_1", "expires_at": 1_900_000_000}}
+
+Script = Callable[[ServerConnection], Awaitable[None]]
+
+
+class Peer:
+    """A scripted Realtime server: optional HTTP rejections, then a per-connection script."""
+
+    def __init__(self, script: Script | None = None, reject: list[int] | None = None, body: str = "") -> None:
+        self.script = script or self.greet_and_echo
+        self.reject = list(reject or [])
+        self.body = body
+        self.requests: list[Headers] = []
+        self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.port = 0
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.requests.append(request.headers)
+        if self.reject:
+            return connection.respond(HTTPStatus(self.reject.pop(0)), self.body)
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        await self.script(ws)
+
+    async def greet_and_echo(self, ws: ServerConnection) -> None:
+        await ws.send(json.dumps(SESSION))
+        async for raw in ws:
+            await self.received.put(json.loads(raw))
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/openai/v1/realtime?model=gpt-realtime"
+
+
+@asynccontextmanager
+async def running(peer: Peer) -> AsyncIterator[Peer]:
+    async with serve(peer.handler, "127.0.0.1", 0, process_request=peer.process_request) as server:
+        peer.port = server.sockets[0].getsockname()[1]
+        yield peer
+
+
+async def open_conn(peer: Peer, auth: Any = None, **kw: Any) -> RealtimeConnection:
+    kw.setdefault("open_timeout", 2)
+    return await RealtimeConnection.open(peer.url, auth or ApiKeyAuth(SECRET), GA, **kw)
+
+
+async def test_api_key_and_bearer_headers_are_sent() -> None:
+    async with running(Peer()) as peer:
+        conn = await open_conn(peer, ApiKeyAuth(SECRET, style="azure"))
+        await conn.close()
+        conn = await open_conn(peer, ApiKeyAuth(SECRET, style="openai"))
+        await conn.close()
+    assert peer.requests[0]["api-key"] == SECRET and "Authorization" not in peer.requests[0]
+    assert peer.requests[1]["Authorization"] == f"Bearer {SECRET}" and "api-key" not in peer.requests[1]
+    assert "permessage-deflate" not in peer.requests[0].get("Sec-WebSocket-Extensions", "")
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_client_errors_are_not_retried_and_hide_secrets(status: int) -> None:
+    peer = Peer(reject=[status] * 5, body=f"denied for key {SECRET}")  # a server that echoes the key
+    async with running(peer):
+        url = peer.url + f"&api-key={SECRET}"
+        with pytest.raises(RealtimeConnectError) as info:
+            await asyncio.wait_for(RealtimeConnection.open(url, ApiKeyAuth(SECRET), GA, retries=3, backoff_s=0.01), 5)
+    err = info.value
+    assert len(peer.requests) == 1  # no retry
+    assert err.status == status and not err.retryable and err.attempts == 1
+    text = str(err)
+    assert f"HTTP {status}" in text and f"127.0.0.1:{peer.port}/openai/v1/realtime" in text
+    assert SECRET not in text and SECRET not in err.url and "api-key=***" in text
+    assert "denied for key ***" in text
+
+
+async def test_5xx_is_retried_until_the_server_accepts() -> None:
+    async with running(Peer(reject=[503, 502])) as peer:
+        conn = await open_conn(peer, retries=2, backoff_s=0.01)
+        assert conn.session_id == "sess_1"
+        await conn.close()
+    assert len(peer.requests) == 3
+
+
+async def test_5xx_gives_up_after_the_retries() -> None:
+    async with running(Peer(reject=[500] * 10)) as peer:
+        with pytest.raises(RealtimeConnectError) as info:
+            await open_conn(peer, retries=1, backoff_s=0.01)
+    assert len(peer.requests) == 2 and info.value.attempts == 2 and info.value.status == 500
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_refused_connect_is_retried_then_fails_within_the_bound() -> None:
+    url = f"ws://127.0.0.1:{_free_port()}/openai/realtime?api-version=2024-10-01-preview&deployment=d"
+    async with asyncio.timeout(5):  # the bound: 3 attempts with 10 ms and 20 ms backoff
+        with pytest.raises(RealtimeConnectError) as info:
+            await RealtimeConnection.open(url, NoAuth(), PREVIEW, open_timeout=1, retries=2, backoff_s=0.01)
+    assert info.value.attempts == 3 and info.value.retryable and info.value.status is None
+    assert "refused" in str(info.value).lower()
+
+
+async def test_session_created_is_awaited_with_a_timeout() -> None:
+    silent_done = asyncio.Event()
+
+    async def silent(ws: ServerConnection) -> None:
+        await silent_done.wait()
+
+    async with running(Peer(silent)) as peer:
+        with pytest.raises(RealtimeConnectError, match="no session.created .* within 0.2s"):
+            await open_conn(peer, open_timeout=0.2)
+        silent_done.set()
+
+
+async def test_error_before_session_created_is_a_connect_error() -> None:
+    async def refuse(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "error", "event_id": "e", "error": {
+            "type": "invalid_request_error", "code": "deployment_not_found", "message": "The deployment does not exist"}}))
+        await ws.close()
+
+    async with running(Peer(refuse)) as peer:
+        with pytest.raises(RealtimeConnectError, match="deployment does not exist .deployment_not_found."):
+            await open_conn(peer)
+
+
+async def test_send_receive_round_trip_and_error_matching() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "rate_limits.updated", "event_id": "e", "rate_limits": []}))
+        await ws.send(json.dumps(SESSION))
+        update = json.loads(await ws.recv())
+        await peer.received.put(update)
+        audio = json.loads(await ws.recv())
+        await peer.received.put(audio)
+        await ws.send(json.dumps({"type": "error", "event_id": "e2", "error": {
+            "type": "invalid_request_error", "code": "unknown_parameter", "message": "Unknown parameter",
+            "event_id": update["event_id"]}}))
+        await ws.send(json.dumps({"type": "response.output_audio.delta", "event_id": "e3", "response_id": "r1",
+                                  "item_id": "i1", "output_index": 0, "content_index": 0, "delta": "f39/fw=="}))
+        await ws.send("not json")
+        await ws.close()
+
+    peer = Peer(script)
+    async with running(peer):
+        conn = await open_conn(peer)
+        assert conn.expires_at == 1_900_000_000.0
+        update = ev.UpdateSession(ev.SessionConfig(audio_format="g711_ulaw"))
+        await conn.send(update)
+        await conn.send(ev.AppendAudio("AAAA"))
+        got = [e async for e in conn.events()]  # ends: the server closed normally
+    sent_update = await asyncio.wait_for(peer.received.get(), 2)
+    sent_audio = await asyncio.wait_for(peer.received.get(), 2)
+    assert sent_update["type"] == "session.update" and sent_update["event_id"] == "evt_1"
+    assert sent_update["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert sent_audio == {"type": "input_audio_buffer.append", "event_id": "evt_2", "audio": "AAAA"}
+    assert got[0] == ev.RateLimits(())  # arrived before session.created, delivered first
+    error = got[1]
+    assert isinstance(error, ev.ModelError) and error.event_id == "evt_1"
+    assert conn.command_for(error.event_id) is update
+    assert conn.command_for("evt_2") == ev.AppendAudio("")  # remembered without the audio
+    assert conn.command_for("evt_99") is None
+    assert got[2] == ev.AudioDelta("r1", "i1", "f39/fw==", 0)
+    assert got[3] == ev.Ignored("<invalid json>")
+    assert conn.stats.events_out == 2 and conn.stats.events_in == 3  # session.created is counted by open
+    assert conn.stats.bytes_out > len("AAAA") and conn.closed
+
+
+async def test_abnormal_close_raises_realtime_closed() -> None:
+    async def crash(ws: ServerConnection) -> None:
+        await ws.send(json.dumps(SESSION))
+        await ws.send(json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 5, "item_id": "u"}))
+        await ws.close(1011, "internal error")
+
+    async with running(Peer(crash)) as peer:
+        conn = await open_conn(peer)
+        seen: list[Any] = []
+        with pytest.raises(RealtimeClosed) as info:
+            async for e in conn.events():
+                seen.append(e)
+    assert seen == [ev.SpeechStarted(5, "u")]
+    assert info.value.code == 1011 and info.value.reason == "internal error"
+    with pytest.raises(RealtimeClosed):
+        await conn.send(ev.CommitAudio())
+
+
+async def test_client_close_ends_events_and_blocks_sends() -> None:
+    async with running(Peer()) as peer:
+        conn = await open_conn(peer)
+        assert not conn.closed
+        reader = asyncio.create_task(_collect(conn))
+        await conn.send(ev.CommitAudio())
+        assert (await asyncio.wait_for(peer.received.get(), 2))["type"] == "input_audio_buffer.commit"
+        await conn.close()
+        assert await asyncio.wait_for(reader, 2) == []
+        assert conn.closed and conn.close_code == 1000
+        with pytest.raises(RealtimeClosed):
+            await conn.send(ev.CommitAudio())
+        await conn.close()  # idempotent
+
+
+async def _collect(conn: RealtimeConnection) -> list[Any]:
+    return [e async for e in conn.events()]
+
+
+def test_redact_url() -> None:
+    url = f"wss://user:pw@res.openai.azure.com/openai/realtime?api-version=2024-10-01-preview&deployment=d&api-key={SECRET}"
+    safe = redact_url(url)
+    assert SECRET not in safe and "pw" not in safe and "user" not in safe
+    assert safe == "wss://res.openai.azure.com/openai/realtime?api-version=2024-10-01-preview&deployment=d&api-key=***"
