@@ -29,6 +29,7 @@ from voicegw.calllog.store import (
 CONNECT_TIMEOUT = 10.0
 QUERY_TIMEOUT = 30.0
 _MIGRATION_LOCK = 0x766F6963  # advisory lock key: one replica migrates at a time
+APP_NAME = {"application_name": "voicegw-calllog"}
 
 
 def _pg(n: int) -> str:
@@ -54,7 +55,7 @@ class PostgresStore:
             if self._pool is None:
                 self._pool = await asyncio.wait_for(
                     asyncpg.create_pool(
-                        self.dsn, min_size=self._min, max_size=self._max, init=_init_conn,
+                        self.dsn, min_size=self._min, max_size=self._max, init=_init_conn, server_settings=APP_NAME,
                         timeout=CONNECT_TIMEOUT, command_timeout=QUERY_TIMEOUT,
                     ),
                     CONNECT_TIMEOUT * 2,
@@ -84,7 +85,7 @@ class PostgresStore:
             return
         async with self._alive_lock:
             if self._alive is None:
-                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT, server_settings=APP_NAME)
                 await conn.execute(
                     "SELECT pg_advisory_lock(hashtextextended($1, 0))", self.owner, timeout=QUERY_TIMEOUT
                 )
