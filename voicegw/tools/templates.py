@@ -2,7 +2,8 @@
 
 Two kinds of placeholder, resolved at different times:
 - `${ENV_VAR}` comes from the environment and is resolved once, at start-up, so a missing variable
-  refuses to start instead of failing mid-call. Every resolved value is remembered as a secret and
+  refuses to start instead of failing mid-call; `${ENV_VAR:-default}` falls back to the default
+  written in the file. Every value taken from the environment is remembered as a secret and
   scrubbed from anything the model, the call log or the console may see.
 - `{{arg}}` comes from the model's arguments and is filled per call. In URLs it is percent-encoded,
   so an argument can never add a path segment, a query parameter or a different host.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 
-ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ARG = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _WHOLE_ARG = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
 
@@ -40,17 +41,20 @@ def arg_names(text: str) -> set[str]:
 
 
 def env_names(text: str) -> set[str]:
-    return set(ENV.findall(text))
+    return {m.group(1) for m in ENV.finditer(text)}
 
 
 def resolve_env(text: str, env: Mapping[str, str], secrets: set[str]) -> str:
-    """Replace `${NAME}`; raises KeyError(NAME) for a missing variable. Records values as secrets."""
+    """Replace `${NAME}` and `${NAME:-default}`; raises KeyError(NAME) for a missing variable
+    without a default. Values from the environment are recorded as secrets; defaults are not."""
 
     def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
+        name, default = m.group(1), m.group(2)
         value = env.get(name)
         if value is None or value == "":
-            raise KeyError(name)
+            if default is None:
+                raise KeyError(name)
+            return default
         secrets.add(value)
         return value
 
