@@ -258,3 +258,38 @@ async def test_caller_speech_interrupts_the_response(server: LocalModelServer) -
     assert of_type(got, "input_audio_buffer.speech_started")
     done = got[-1]["response"]
     assert done["status"] == "cancelled" and done["status_details"]["reason"] == "turn_detected"
+
+
+async def test_without_turn_detection_only_manual_commit_makes_a_turn(server: LocalModelServer) -> None:
+    async with session(server, PREVIEW) as events:
+        await events.send({"type": "session.update", "session": {"turn_detection": None}})
+        assert (await events.until("session.updated"))[-1]["session"]["turn_detection"] is None
+        await events.append_audio(speech_pcm16("Hello there."), 4800)
+        await events.send({"type": "input_audio_buffer.commit"})
+        got = await events.until("conversation.item.created")
+        assert not of_type(got, "input_audio_buffer.speech_started")
+        committed = of_type(got, "input_audio_buffer.committed")[0]
+        assert got[-1]["item"]["id"] == committed["item_id"]
+        await events.send({"type": "response.create"})
+        got = await events.until("response.done", timeout=30)
+        assert not of_type(got, "input_audio_buffer.speech_started")
+        assert of_type(got, "response.created") and got[-1]["response"]["status"] == "completed"
+
+
+async def test_semantic_vad_config_is_accepted(server: LocalModelServer) -> None:
+    async with session(server, GA) as events:
+        await events.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}}})
+        td = (await events.until("session.updated"))[-1]["session"]["audio"]["input"]["turn_detection"]
+        assert td["type"] == "semantic_vad" and td["eagerness"] == "high"
+        await events.append_audio(speech_pcm16("Hello there."), 4800)
+        got = await events.until("response.done", timeout=30)
+        assert of_type(got, "input_audio_buffer.speech_stopped") and of_type(got, "input_audio_buffer.committed")
+
+
+async def test_session_closes_at_its_maximum_duration() -> None:
+    async with LocalModelServer(api_key=KEY, max_session_s=0.5) as short:
+        async with session(short, GA) as events:
+            error = (await events.until("error", timeout=5))[-1]["error"]
+            assert error["code"] == "session_expired"
+            await asyncio.wait_for(events.ws.wait_closed(), 5)

@@ -78,7 +78,7 @@ def _content(part: Any, role: str, dialect: Dialect, param: str) -> tuple[dict[s
             data = base64.b64decode(part["audio"], validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise errors.ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio data.",
-                                     f"{param}.audio")
+                                     f"{param}.audio") from None
         return {"type": "input_audio", "transcript": part.get("transcript")}, data
     if kind in ("input_text", "text", "output_text"):
         if not isinstance(part.get("text"), str):

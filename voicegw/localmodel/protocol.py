@@ -175,7 +175,8 @@ class RealtimeProtocol:
         try:
             data = base64.b64decode(event["audio"], validate=True)
         except (binascii.Error, TypeError, ValueError):
-            raise ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio data.", "audio")
+            raise ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio data.",
+                              "audio") from None
         fmt = self.config.input_format
         if not self._buffer:
             self._buffer_start_ms = self._audio_ms

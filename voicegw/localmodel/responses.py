@@ -72,8 +72,9 @@ class ResponseRun:
         self.text = reply.text
         audio = "audio" in self.params.modalities
         ctype = self.host.dialect.content_type(audio=audio)
-        item = {"id": new_id("item_"), "object": "realtime.item", "type": "message", "status": "in_progress",
-                "role": "assistant", "content": []}
+        item: dict[str, Any] = {
+            "id": new_id("item_"), "object": "realtime.item", "type": "message", "status": "in_progress",
+            "role": "assistant", "content": []}
         self._add_output(item)
         part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
         item["content"].append({"type": ctype, "transcript": ""} if audio else {"type": ctype, "text": ""})
@@ -163,8 +164,9 @@ class ResponseRun:
         self._done(status, reason)
 
     def _function_call(self, call: ToolCall) -> None:
-        item = {"id": new_id("item_"), "object": "realtime.item", "type": "function_call", "status": "in_progress",
-                "name": call.name, "call_id": new_id("call_")[:21], "arguments": ""}
+        item: dict[str, Any] = {
+            "id": new_id("item_"), "object": "realtime.item", "type": "function_call", "status": "in_progress",
+            "name": call.name, "call_id": new_id("call_")[:21], "arguments": ""}
         self._add_output(item)
         base = {"response_id": self.id, "item_id": item["id"], "output_index": len(self.output) - 1,
                 "call_id": item["call_id"]}

@@ -36,11 +36,11 @@ class VadSettings:
         if td.get("type") == "semantic_vad":
             silence = SEMANTIC_SILENCE_MS.get(str(td.get("eagerness") or "auto"), 800)
             return cls(0.5, 300, silence)
-        return cls(
-            float(td.get("threshold") if td.get("threshold") is not None else 0.5),
-            int(td.get("prefix_padding_ms") if td.get("prefix_padding_ms") is not None else 300),
-            int(td.get("silence_duration_ms") if td.get("silence_duration_ms") is not None else 500),
-        )
+        def pick(key: str, default: float) -> float:
+            value = td.get(key)
+            return float(value) if isinstance(value, (int, float)) else default
+
+        return cls(pick("threshold", 0.5), int(pick("prefix_padding_ms", 300)), int(pick("silence_duration_ms", 500)))
 
 
 @dataclass(frozen=True)
