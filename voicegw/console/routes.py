@@ -1,0 +1,186 @@
+"""Operator API and console routes, mounted by the gateway next to its own.
+
+    GET  /api/calls            list (status, number, agent, since, until, q, limit, cursor)
+    GET  /api/calls/{sid}      full record; ?download=1 as an attachment
+    GET  /api/live             live events (SSE); ?call=SID for one call
+    GET  /console              calls page            GET /console/calls/{sid}   call page
+    GET  /console/login        login form            POST /console/login, /console/logout
+    GET  /console/static/...   the UI's files
+
+Every response carries a strict Content-Security-Policy: the UI loads only its own script and
+style, so even a rendering mistake could not run a script that arrived in a transcript.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voicegw.calllog.service import CallLogService
+from voicegw.config import Settings
+from voicegw.console.auth import COOKIE, COOKIE_TTL_S, OperatorAuth
+from voicegw.console.live import live_response
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+STATIC = resources.files("voicegw.console") / "static"
+MAX_FORM_BYTES = 4096
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return Response(body, status, {**SECURITY_HEADERS, **(headers or {})}, media_type="application/json")
+
+
+def _time_param(value: str | None, name: str) -> float | None:
+    """Epoch seconds or ISO 8601 (UTC when no offset is given)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be epoch seconds or an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse((STATIC / name).read_text(encoding="utf-8"), headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
+class _Secured:
+    """Adds the security headers to a mounted app's responses (the static files)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def console_routes(calllog: CallLogService, settings: Settings) -> list[BaseRoute]:
+    auth = OperatorAuth(settings)
+
+    def api_denied(request: Request) -> Response | None:
+        verdict = auth.check(request)
+        if verdict.allowed:
+            return None
+        headers = {"WWW-Authenticate": 'Bearer realm="voicegw"'} if verdict.status == 401 else {}
+        return json_response({"error": verdict.message}, verdict.status, headers)
+
+    def ui_denied(request: Request) -> Response | None:
+        verdict = auth.check(request)
+        if verdict.allowed:
+            return None
+        if verdict.status == 401 or (verdict.status == 403 and request.cookies.get(COOKIE)):
+            return RedirectResponse("/console/login", 303, headers=SECURITY_HEADERS)
+        return Response(verdict.message, verdict.status, SECURITY_HEADERS, media_type="text/plain")
+
+    async def list_calls(request: Request) -> Response:
+        if (denied := api_denied(request)) is not None:
+            return denied
+        qp = request.query_params
+        try:
+            rows, nxt = await calllog.store.list_calls(
+                status=qp.get("status") or None,
+                number=qp.get("number") or None,
+                agent=qp.get("agent") or None,
+                since=_time_param(qp.get("since"), "since"),
+                until=_time_param(qp.get("until"), "until"),
+                q=qp.get("q") or None,
+                limit=int(qp.get("limit") or 50),
+                cursor=qp.get("cursor") or None,
+            )
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response({"calls": rows, "next_cursor": nxt})
+
+    async def get_call(request: Request) -> Response:
+        if (denied := api_denied(request)) is not None:
+            return denied
+        sid = request.path_params["sid"]
+        rec = await calllog.store.get_call(sid)
+        if rec is None:
+            return json_response({"error": "no such call"}, 404)
+        headers = {"Cache-Control": "no-store"}
+        if request.query_params.get("download") in ("1", "true", "yes"):
+            safe = re.sub(r"[^A-Za-z0-9_-]", "_", sid)[:80]
+            headers["Content-Disposition"] = f'attachment; filename="call-{safe}.json"'
+        return json_response(rec, 200, headers)
+
+    async def live(request: Request) -> Response:
+        if (denied := api_denied(request)) is not None:
+            return denied
+        return live_response(request, calllog, SECURITY_HEADERS)
+
+    async def console_index(request: Request) -> Response:
+        return ui_denied(request) or _page("index.html")
+
+    async def console_call(request: Request) -> Response:
+        return ui_denied(request) or _page("call.html")
+
+    async def login_form(request: Request) -> Response:
+        if not auth.has_tokens:  # nothing to log in with: open locally in dev mode, or disabled
+            return ui_denied(request) or RedirectResponse("/console", 303, headers=SECURITY_HEADERS)
+        return _page("login.html")
+
+    async def login(request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return Response("form too large", 413, SECURITY_HEADERS, media_type="text/plain")
+        token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0].strip()
+        if not auth.token_ok(token):
+            return RedirectResponse("/console/login?failed=1", 303, headers=SECURITY_HEADERS)
+        resp = RedirectResponse("/console", 303, headers=SECURITY_HEADERS)
+        secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+        resp.set_cookie(COOKIE, auth.make_cookie(token), max_age=COOKIE_TTL_S, path="/", httponly=True,
+                        samesite="strict", secure=secure)
+        return resp
+
+    async def logout(request: Request) -> Response:
+        resp = RedirectResponse("/console/login", 303, headers=SECURITY_HEADERS)
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return resp
+
+    return [
+        Route("/api/calls", list_calls, methods=["GET"]),
+        Route("/api/calls/{sid}", get_call, methods=["GET"]),
+        Route("/api/live", live, methods=["GET"]),
+        Route("/console", console_index, methods=["GET"]),
+        Route("/console/calls/{sid}", console_call, methods=["GET"]),
+        Route("/console/login", login_form, methods=["GET"]),
+        Route("/console/login", login, methods=["POST"]),
+        Route("/console/logout", logout, methods=["POST"]),
+        Mount("/console/static", app=_Secured(StaticFiles(directory=str(STATIC))), name="console-static"),
+    ]

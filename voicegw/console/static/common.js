@@ -1,0 +1,50 @@
+"use strict";
+// Shared helpers. Every piece of call data is placed with textContent: transcripts come from
+// callers and tool results from other systems, so none of it is ever parsed as HTML.
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined || isNaN(seconds)) return "";
+  const s = Math.max(0, Math.round(seconds));
+  const m = Math.floor(s / 60);
+  return m + ":" + String(s % 60).padStart(2, "0");
+}
+
+function fmtTime(epoch) {
+  if (!epoch) return "";
+  return new Date(epoch * 1000).toLocaleString();
+}
+
+function compact(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "string") return value;
+  try { return JSON.stringify(value); } catch (e) { return String(value); }
+}
+
+async function getJSON(url) {
+  const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (resp.status === 401) { window.location.assign("/console/login"); throw new Error("login required"); }
+  if (!resp.ok) throw new Error(url + ": HTTP " + resp.status);
+  return resp.json();
+}
+
+function setLiveState(text) {
+  const node = document.getElementById("live-state");
+  if (node) node.textContent = text;
+}
+
+function openLive(url, handlers) {
+  const source = new EventSource(url);
+  source.onopen = () => setLiveState("live");
+  source.onerror = () => setLiveState("reconnecting…");
+  for (const [name, fn] of Object.entries(handlers)) {
+    source.addEventListener(name, (msg) => fn(JSON.parse(msg.data)));
+  }
+  return source;
+}
