@@ -27,7 +27,6 @@ from voicegw.yamlsrc import Locator, load_yaml, validation_error
 __all__ = ["DEFAULT_KEY", "AgentEntry", "AgentRegistry", "RoutingConfig", "is_routing_data", "load_routing", "normalize_number"]
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-ROUTING_KEYS = frozenset({"default", "numbers", "tool_hosts"})
 
 
 class RoutingConfig(BaseModel):
@@ -50,7 +49,8 @@ def normalize_number(number: str) -> str:
 
 
 def is_routing_data(data: Any) -> bool:
-    return isinstance(data, dict) and bool(data) and set(data) <= ROUTING_KEYS and "default" in data
+    """Routing files have `default` or `numbers`; agent files have neither field."""
+    return isinstance(data, dict) and bool({"default", "numbers"} & set(data))
 
 
 def load_routing(path: Path) -> tuple[RoutingConfig, Locator]:
