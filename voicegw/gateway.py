@@ -12,7 +12,7 @@ from voicegw.call.actions import CallInfo, CallLogSink, Control, NullSink, ToolR
 from voicegw.call.bridge import Call
 from voicegw.call.session import SessionOptions
 from voicegw.config import Settings
-from voicegw.realtime.auth import auth_for
+from voicegw.realtime.auth import NoAuth, auth_for
 from voicegw.realtime.connection import RealtimeConnection
 from voicegw.realtime.dialects import dialect_for
 from voicegw.telephony.rest import TwilioRest, run_rest
@@ -47,11 +47,6 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-class _NoAuth:
-    async def headers(self) -> dict[str, str]:
-        return {}
-
-
 class Gateway:
     def __init__(self, settings: Settings, registry: Any, calllog: CallLogSink | None = None,
                  rest: TwilioRest | None = None) -> None:
@@ -66,9 +61,10 @@ class Gateway:
         if rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
             self._rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token)
         self._prewarm_timers: dict[str, asyncio.TimerHandle] = {}
+        self._finished_waiters: dict[str, asyncio.Event] = {}
         self._closing: set[asyncio.Task[Any]] = set()
         if settings.model is None:
-            self._url, self._dialect, self._auth = "", dialect_for("ga"), _NoAuth()
+            self._url, self._dialect, self._auth = "", dialect_for("ga"), NoAuth()
         else:
             self._url, self._dialect = settings.model.url, dialect_for(settings.model.dialect)
             self._auth = auth_for(settings.model)
@@ -93,6 +89,9 @@ class Gateway:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if self.local_model is not None:
             await self.local_model.close()
+        close = getattr(self._auth, "close", None)
+        if close is not None:  # Entra ID credential sessions
+            await close()
 
     # --------------------------------------------------------------------------- model
     async def open_model(self) -> RealtimeConnection:
@@ -177,7 +176,18 @@ class Gateway:
         elif control.kind == "hangup":
             await run_rest(self._rest.hang_up, call_sid, timeout_s=10)
 
+    async def wait_finished(self, call_sid: str, timeout: float) -> None:
+        """Wait until the call has ended and released everything (for tools and tests)."""
+        if call_sid not in self.calls:
+            return
+        waiter = self._finished_waiters.setdefault(call_sid, asyncio.Event())
+        async with asyncio.timeout(timeout):
+            await waiter.wait()
+
     def call_finished(self, call: Call) -> None:
+        waiter = self._finished_waiters.pop(call.info.call_sid, None)
+        if waiter is not None:
+            waiter.set()
         if self.calls.get(call.info.call_sid) is call:
             del self.calls[call.info.call_sid]
             self.metrics.calls_ended += 1

@@ -391,8 +391,9 @@ class CallSession:
                                   produced_ms=round(produced, 1), audio_end_ms=end_ms, action=action,
                                   cancelled=cancelled, cause=cause))
             utt = self.utterances.get(item)
-            if utt is not None and not utt.logged and in_conversation:
-                utt.logged = True
+            if utt is not None and in_conversation and not utt.cut:
+                # replaces the full text if it was already logged: the record keeps what was heard
+                utt.logged = utt.cut = True
                 acts.append(self._log("transcript", now, role="agent", item_id=item,
                                       text=cut_text(utt.text.strip(), end_ms, produced), cut=True))
         # 4. late deltas of the cancelled response are dropped by `stale`

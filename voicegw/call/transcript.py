@@ -11,6 +11,7 @@ class AgentUtterance:
     parts: list[str] = field(default_factory=list)
     final: str | None = None
     logged: bool = False
+    cut: bool = False
 
     @property
     def text(self) -> str:

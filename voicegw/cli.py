@@ -1,0 +1,127 @@
+"""`voicegw serve | call | check-config | calls ... | localmodel | twilio attach`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from voicegw.config import Settings
+from voicegw.yamlsrc import ConfigError
+
+
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides: dict[str, object] = dict(extra)
+    for name in ("host", "port"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    if getattr(args, "agent", None):
+        overrides["agent_path"] = Path(args.agent)
+    if getattr(args, "routing", None):
+        overrides["routing_path"] = Path(args.routing)
+    if getattr(args, "dev", False):
+        overrides["dev_mode"] = True
+    return Settings.from_env(os.environ, **overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from voicegw import server
+
+    settings = _settings(args)
+    from voicegw.tools.routing import AgentRegistry
+
+    AgentRegistry.load(settings)  # validate before anything listens: errors name file:line:field
+    logging.getLogger("voicegw").info("voicegw listening on http://%s:%d", settings.host, settings.port)
+    server.run(settings, log_level=args.log_level)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from voicegw.tools.check import check_config
+
+    return check_config(Path(args.file), Settings.from_env(os.environ))
+
+
+def _cmd_localmodel(args: argparse.Namespace) -> int:
+    from voicegw.localmodel.server import serve
+
+    try:
+        asyncio.run(serve(args.host, args.port, args.api_key or os.environ.get("VOICEGW_LOCALMODEL_KEY") or None))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from voicegw.telephony.rest import attach_command
+
+    return attach_command(args.number, Settings.from_env(os.environ))
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from voicegw.sim.cli import run_call
+
+    return asyncio.run(run_call(args))
+
+
+def _cmd_calls(args: argparse.Namespace) -> int:
+    from voicegw.calllog.cli import run
+
+    return asyncio.run(run(args, Settings.from_env(os.environ)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicegw", description="Phone calls to Realtime voice agents.")
+    parser.add_argument("--log-level", default=os.environ.get("VOICEGW_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--agent", help="agent YAML file (env VOICEGW_AGENT)")
+    p.add_argument("--routing", help="routing YAML file mapping dialed numbers to agents (env VOICEGW_ROUTING)")
+    p.add_argument("--host", help="listen address (env VOICEGW_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (env VOICEGW_PORT, default 8080)")
+    p.add_argument("--dev", action="store_true", help="dev mode: unsigned webhooks, localhost console (env VOICEGW_DEV_MODE)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a routing or agent file and print a summary")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("localmodel", help="run the local Realtime-protocol model server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--api-key", help="require this key (api-key header or Bearer); env VOICEGW_LOCALMODEL_KEY")
+    p.set_defaults(func=_cmd_localmodel)
+
+    tw = sub.add_parser("twilio", help="Twilio account helpers").add_subparsers(dest="twilio_command", required=True)
+    p = tw.add_parser("attach", help="point a Twilio number's voice webhook at VOICEGW_PUBLIC_URL/twilio/voice")
+    p.add_argument("--number", required=True, help="the phone number, E.164 (+15551234567)")
+    p.set_defaults(func=_cmd_attach)
+
+    from voicegw.sim.cli import add_parser as add_call_parser
+
+    add_call_parser(sub).set_defaults(func=_cmd_call)
+
+    from voicegw.calllog.cli import add_parser as add_calls_parser
+
+    add_calls_parser(sub).set_defaults(func=_cmd_calls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"voicegw: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
