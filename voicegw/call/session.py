@@ -120,10 +120,13 @@ class CallSession:
         if self.ended:
             return []
         if isinstance(e, tel.CallerAudio):
-            if not self.model_ready:
-                self._pre_model.append(self.to_model.convert(e.payload_b64))
+            audio = self.to_model.convert(e.payload_b64)
+            if not audio:  # the resampler is still filling up
                 return []
-            return [SendModel(ev.AppendAudio(self.to_model.convert(e.payload_b64)))]
+            if not self.model_ready:
+                self._pre_model.append(audio)
+                return []
+            return [SendModel(ev.AppendAudio(audio))]
         if isinstance(e, tel.MarkPlayed):
             self.playout.acked(e.name, now)
             return self._maybe_exit(now) if self._exit else []
