@@ -315,6 +315,32 @@ async def test_hangup_after_silence_following_agent_audio(tmp_path: Path) -> Non
     assert timeline[offset:] == bytes([0x10]) * 2400 and set(timeline[:offset]) <= {0xFF}
 
 
+async def test_reactive_speech_after_greeting() -> None:
+    async def script(stream: Stream) -> None:
+        await stream.play(200, byte=0x30)
+        await stream.mark("greeting")
+
+    gw = FakeGateway(script)
+    async with serve(gw) as url:
+        caller = SimulatedCaller(url)
+        await caller.start()
+        stream = await gw.stream()
+        assert await caller.wait_for_audio(timeout=5) == 1
+        with pytest.raises(TimeoutError):
+            await caller.wait_for_audio(timeout=0.2, min_frames=2)  # the gateway sends no more
+        await caller.wait_for_silence(100, timeout=5)
+        assert caller.result.marks_acked == 1  # silence only after playout reached the mark
+        spoke_from = len(stream.of("media"))
+        caller.speak(tone(60))
+        await stream.until(lambda: len(stream.of("media")) >= spoke_from + 5)
+        result = await caller.hang_up()
+    payloads = [m["media"]["payload"] for _, m in stream.of("media")]
+    assert all(p == SILENCE_B64 for p in payloads[:spoke_from])
+    spoken = [i for i, p in enumerate(payloads) if p != SILENCE_B64]
+    assert len(spoken) == 3 and spoken == list(range(spoken[0], spoken[0] + 3))  # 60 ms, back to back
+    assert result.heard_ms == 200 and result.first_audio_ms is not None
+
+
 async def test_cli_writes_reply_and_prints_transcript(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async def script(stream: Stream) -> None:
         if len(gw.streams) == 1:  # the second call has no record: the API answers 404

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import functools
 import secrets
+import ssl
 from array import array
 from typing import Callable
 
@@ -32,6 +34,12 @@ from voicegw.telephony.twilio import sign
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _MEDIA_PREFIX = '{"event":"media",'
 _PAYLOAD_KEY = '"payload":"'
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle costs ~20 ms, too much per call."""
+    return ssl.create_default_context()
 
 
 def new_sid(prefix: str) -> str:
@@ -66,6 +74,7 @@ class SimulatedCaller:
         self._speech = bytearray()  # live audio from speak(), sent before the schedule's frames
         self._tasks: list[asyncio.Task[None]] = []
         self._ending = False
+        self._end_rel: float | None = None  # seconds from stream start to the end of the call
         self._done = asyncio.Event()
         self._activity = asyncio.Event()  # set on outbound media and on close: wakes waiters
         self._end_after_s: float | None = None
@@ -77,6 +86,8 @@ class SimulatedCaller:
 
     async def start(self) -> None:
         """Webhook, TwiML, stream open, ``connected`` + ``start``; then audio flows."""
+        if self.target is not None:
+            raise SimCallError("this call was already started")
         if self._clock is None:
             self._clock = shared_clock()
         self.target = await self._webhook()
@@ -90,11 +101,14 @@ class SimulatedCaller:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise SimCallError(f"media stream {self.target.url} did not open: {exc}") from None
         self._t0 = self._clock.now()
-        await self._ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self._send_json({"event": "start", "start": {
-            "accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.stream_call_sid,
-            "tracks": ["inbound"], "customParameters": params,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        try:
+            await self._ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await self._send_json({"event": "start", "start": {
+                "accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.stream_call_sid,
+                "tracks": ["inbound"], "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        except ConnectionClosed:
+            pass  # the receive task records who closed and how
         self._tasks = [asyncio.create_task(self._receive(), name=f"sim-recv-{self.call_sid}"),
                        asyncio.create_task(self._send_audio(), name=f"sim-send-{self.call_sid}")]
 
@@ -107,7 +121,7 @@ class SimulatedCaller:
             token = self.auth_token[::-1] + "forged" if self.forge_signature else self.auth_token
             headers["X-Twilio-Signature"] = sign(token, webhook, form)
         try:
-            async with httpx.AsyncClient(timeout=self.http_timeout_s, trust_env=False) as http:
+            async with httpx.AsyncClient(timeout=self.http_timeout_s, trust_env=False, verify=_tls_context()) as http:
                 resp = await http.post(webhook, data=form, headers=headers)
         except httpx.HTTPError as exc:
             raise SimCallError(f"voice webhook {webhook} unreachable: {exc!r}") from None
@@ -185,7 +199,7 @@ class SimulatedCaller:
         """Send ``stop``, close the stream and return the result (idempotent)."""
         ws = self._ws
         if not self._ending:
-            self._ending = True
+            self._mark_end()
             self.result.end_reason = self.result.end_reason or "hangup"
             if ws is not None and self.result.closed_by is None:
                 self.result.closed_by = "caller"
@@ -286,7 +300,7 @@ class SimulatedCaller:
             if not self._ending:
                 result.closed_by = "gateway"
                 result.end_reason = "gateway-closed"
-                self._ending = True
+                self._mark_end()
             self._done.set()
             self._activity.set()
 
@@ -338,8 +352,14 @@ class SimulatedCaller:
         if tasks:
             await asyncio.wait(tasks, timeout=self.close_timeout_s)
 
+    def _mark_end(self) -> None:
+        """The call ends now: audio stops here, whatever the close handshake takes."""
+        self._ending = True
+        if self._clock is not None and self._ws is not None:
+            self._end_rel = self._clock.now() - self._t0
+
     def _finish(self) -> None:
-        rel = self._require_clock().now() - self._t0
+        rel = self._end_rel if self._end_rel is not None else self._require_clock().now() - self._t0
         self._playout.finish(rel)
         r = self.result
         r.heard = bytes(self._playout.heard)
