@@ -10,9 +10,9 @@ import socket
 import struct
 import time
 import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
-from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -29,9 +29,16 @@ from voicegw.sim.playout import Playout
 from voicegw.sim.source import SILENCE_B64, AudioSchedule
 from voicegw.sim.twiml import SimCallError, parse_stream_twiml
 from voicegw.sim.wav import read_wav_pcm16_8k, write_mulaw_wav
-from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
+from voicegw.telephony.tokens import (
+    StreamTokenError,
+    mint_stream_token,
+    verify_stream_token,
+)
 from voicegw.telephony.twilio import (
-    TwilioMediaCodec, build_connect_twiml, public_request_url, validate_signature,
+    TwilioMediaCodec,
+    build_connect_twiml,
+    public_request_url,
+    validate_signature,
 )
 
 SECRET = b"k" * 32

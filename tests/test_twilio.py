@@ -11,13 +11,28 @@ import pytest
 
 from tests.fake_twilio_rest import FakeTwilioRest
 from voicegw.telephony.base import (
-    BadFrame, CallerAudio, Dtmf, MarkPlayed, StreamConnected, StreamStarted, StreamStopped,
+    BadFrame,
+    CallerAudio,
+    Dtmf,
+    MarkPlayed,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
 )
 from voicegw.telephony.rest import TwilioRest, TwilioRestError, attach_command, run_rest
-from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
+from voicegw.telephony.tokens import (
+    StreamTokenError,
+    mint_stream_token,
+    verify_stream_token,
+)
 from voicegw.telephony.twilio import (
-    TwilioMediaCodec, build_connect_twiml, build_dial_twiml, build_hangup_twiml,
-    public_request_url, sign, validate_signature,
+    TwilioMediaCodec,
+    build_connect_twiml,
+    build_dial_twiml,
+    build_hangup_twiml,
+    public_request_url,
+    sign,
+    validate_signature,
 )
 
 AC = "AC" + "a" * 32

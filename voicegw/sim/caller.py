@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import json
 import functools
+import json
 import secrets
 import ssl
-from array import array
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect

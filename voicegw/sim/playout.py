@@ -60,7 +60,7 @@ class Playout:
     def audio(self, now: float, data: bytes) -> None:
         if not data:
             return
-        start = self._busy_until if self._busy_until > now else now
+        start = max(now, self._busy_until)
         self._chunks.append((start, data, self._queued))
         self._queued += len(data)
         self._busy_until = start + len(data) / BYTES_PER_S

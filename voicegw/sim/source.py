@@ -8,8 +8,8 @@ phone line does while the caller listens.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from voicegw.audio.g711 import pcm16_to_ulaw
 from voicegw.sim.wav import read_wav_pcm16_8k
@@ -24,7 +24,7 @@ SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
 class AudioSchedule:
     """Caller audio as a timeline of mu-law bytes at 8 kHz."""
 
-    __slots__ = ("_mulaw", "_b64", "segments")
+    __slots__ = ("_b64", "_mulaw", "segments")
 
     def __init__(self, mulaw: bytes = b"", segments: tuple[tuple[int, int], ...] = ()) -> None:
         self._mulaw = bytes(mulaw)
@@ -38,19 +38,19 @@ class AudioSchedule:
         self.segments = segments
 
     @classmethod
-    def silence(cls) -> "AudioSchedule":
+    def silence(cls) -> AudioSchedule:
         return cls()
 
     @classmethod
-    def from_pcm16(cls, pcm16_8k: bytes) -> "AudioSchedule":
+    def from_pcm16(cls, pcm16_8k: bytes) -> AudioSchedule:
         return cls(pcm16_to_ulaw(pcm16_8k[: len(pcm16_8k) & ~1]))
 
     @classmethod
-    def from_wav(cls, path: str | Path) -> "AudioSchedule":
+    def from_wav(cls, path: str | Path) -> AudioSchedule:
         return cls.from_pcm16(read_wav_pcm16_8k(path))
 
     @classmethod
-    def from_segments(cls, segments: Iterable[tuple[int, bytes]]) -> "AudioSchedule":
+    def from_segments(cls, segments: Iterable[tuple[int, bytes]]) -> AudioSchedule:
         """PCM16 8 kHz segments placed at ``start_ms`` (later ones overwrite overlaps)."""
         placed: list[tuple[int, bytes]] = []
         for start_ms, pcm in segments:
