@@ -117,3 +117,69 @@ async def test_unsigned_webhooks_refused_without_token_unless_dev_mode() -> None
         with pytest.raises(Exception):
             await caller.run(duration_s=1, timeout_s=10)
         assert caller.result.webhook_status == 403
+
+
+@pytest.mark.parametrize("dialect", ["azure-preview", "azure-ga", "openai"])
+async def test_cloud_model_paths_with_api_keys_against_a_local_peer(dialect: str) -> None:
+    """The gateway's Azure (preview and GA, api-key) and OpenAI (Bearer) paths, end to end, against a
+    separately started local model that checks the key like the real services."""
+    from voicegw.localmodel.server import LocalModelServer
+
+    async with LocalModelServer(api_key="peer-key-123") as peer:
+        base = f"http://127.0.0.1:{peer.port}"
+        env = {
+            "azure-preview": {"AZURE_OPENAI_ENDPOINT": base, "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-realtime-preview",
+                              "AZURE_OPENAI_API_KEY": "peer-key-123", "AZURE_OPENAI_API_VERSION": "2024-10-01-preview"},
+            "azure-ga": {"AZURE_OPENAI_ENDPOINT": base, "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+                         "AZURE_OPENAI_API_KEY": "peer-key-123"},
+            "openai": {"OPENAI_API_KEY": "peer-key-123", "OPENAI_BASE_URL": base + "/v1"},
+        }[dialect]
+        async with running_gateway(agent_yaml=agent_yaml(greeting="Welcome to Acme."), env=env) as gw:
+            assert gw.gateway.local_model is None
+            caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
+            result = await caller.run(hangup_after_silence_ms=800, timeout_s=30)
+            record = await gw.call_record(result.call_sid)
+    assert texts(record, "agent") == ["Welcome to Acme."], record
+    assert result.heard_ms > 500
+
+
+async def test_wrong_model_key_ends_the_call_cleanly_and_is_logged() -> None:
+    from voicegw.localmodel.server import LocalModelServer
+
+    async with LocalModelServer(api_key="right-key") as peer:
+        env = {"OPENAI_API_KEY": "wrong-key", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1"}
+        async with running_gateway(agent_yaml=agent_yaml(), env=env) as gw:
+            caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
+            result = await caller.run(duration_s=10, timeout_s=20)
+            record = await gw.call_record(result.call_sid)
+    assert result.closed_by == "gateway"
+    assert record["end_reason"] == "model_closed"
+    assert any(e.get("code") == "model_closed" for e in record["errors"])
+    assert "wrong-key" not in str(record)
+
+
+async def test_unclaimed_prewarm_is_closed_and_no_call_task_outlives_its_call() -> None:
+    import asyncio
+
+    import httpx
+
+    from voicegw.telephony.twilio import sign
+
+    async with running_gateway(agent_yaml=agent_yaml(), prewarm_timeout=0.5) as gw:
+        params = {"CallSid": "CA" + "1" * 32, "From": "+15550001", "To": "+15550002", "AccountSid": "AC1"}
+        url = gw.url + "/twilio/voice"
+        async with httpx.AsyncClient(timeout=10) as http:
+            resp = await http.post(url, data=params, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, params)})
+        assert resp.status_code == 200 and "<Stream" in resp.text
+        assert params["CallSid"] in gw.gateway.calls  # pre-warming
+        await gw.gateway.wait_finished(params["CallSid"], timeout=10)
+        assert gw.gateway.metrics.prewarm_unclaimed == 1
+        record = await gw.call_record(params["CallSid"])
+        assert record["end_reason"] == "stream_never_started"
+        # a normal call, then no task of either call is left running
+        caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
+        result = await caller.run(hangup_after_silence_ms=500, timeout_s=30)
+        await gw.gateway.wait_finished(result.call_sid, timeout=10)
+        leftovers = [t.get_name() for t in asyncio.all_tasks()
+                     if t.get_name().startswith((params["CallSid"], result.call_sid)) and not t.done()]
+        assert leftovers == []
