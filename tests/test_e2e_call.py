@@ -183,3 +183,19 @@ async def test_unclaimed_prewarm_is_closed_and_no_call_task_outlives_its_call() 
         leftovers = [t.get_name() for t in asyncio.all_tasks()
                      if t.get_name().startswith((params["CallSid"], result.call_sid)) and not t.done()]
         assert leftovers == []
+
+
+async def test_model_session_expiry_mid_call_reconnects_and_the_call_goes_on() -> None:
+    """The real services close sessions after 15/30/60 minutes; here the peer closes after 3 s."""
+    from voicegw.localmodel.server import LocalModelServer
+
+    async with LocalModelServer(api_key="k", max_session_s=3.0) as peer:
+        env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1"}
+        async with running_gateway(agent_yaml=agent_yaml(greeting="Hi."), env=env) as gw:
+            caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
+            result = await caller.run(duration_s=6, timeout_s=30)
+            record = await gw.call_record(result.call_sid)
+    assert result.closed_by == "caller", result.summary()
+    assert record["end_reason"] == "caller_hangup"
+    assert [r["ok"] for r in record["reconnects"]][:1] == [True], record["reconnects"]
+    assert "Sorry, I lost you for a moment. I'm back." in texts(record, "agent"), record["transcript"]

@@ -88,6 +88,7 @@ class Call:
         self._tool_tasks: dict[str, asyncio.Task[Any]] = {}
         self._timer_wake = asyncio.Event()
         self._claimed = False
+        self._open_model: Callable[[], Awaitable[RealtimeConnection]] | None = None
 
     # ------------------------------------------------------------------------------ tasks
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -100,6 +101,7 @@ class Call:
     # ---------------------------------------------------------------------- model side
     async def start_model(self, open_model: Callable[[], Awaitable["RealtimeConnection"]]) -> None:
         """Open the model session (pre-warm: called from the webhook, before the stream)."""
+        self._open_model = open_model
         try:
             self.conn = await open_model()
         except Exception as exc:  # connect failures are reported, the caller hears an apology
@@ -128,8 +130,30 @@ class Call:
             raise
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
-        if not self.ended.is_set():
-            await self.perform(self.session.on_model_closed(reason, self.clock()))
+        if self.ended.is_set():
+            return
+        if self.session.reconnects < self.session.opts.max_reconnects and self._open_model is not None:
+            if await self._reconnect(reason):
+                return
+        await self.perform(self.session.on_model_closed(reason, self.clock()))
+
+    async def _reconnect(self, reason: str) -> bool:
+        """The model dropped mid-call (session expiry, network): open a new session and go on."""
+        assert self._open_model is not None
+        log.warning("call %s: model connection lost (%s); reconnecting", self.info.call_sid, reason)
+        await self._close_model()
+        for attempt in range(2):
+            try:
+                self.conn = await self._open_model()
+            except Exception as exc:
+                self.sink.event(self.info.call_sid, CallEvent("reconnect", time.time(), {
+                    "attempt": attempt + 1, "ok": False, "error": str(exc)}))
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            await self.perform(self.session.on_model_reconnected(self.clock()))
+            self._spawn(self._model_reader(), "model")
+            return True
+        return False
 
     # ------------------------------------------------------------------ telephony side
     async def attach(self, ws: MediaSocket, start: tel.StreamStarted) -> None:

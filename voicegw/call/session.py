@@ -55,6 +55,8 @@ class SessionOptions:
     preconnect_buffer_frames: int = 150  # 3 s of caller audio kept while the model connects
     exit_grace_s: float = 20.0  # longest wait for goodbye audio before hanging up anyway
     fillers: dict[str, str] = field(default_factory=dict)
+    reconnect_message: str = "Sorry, I lost you for a moment. I'm back."
+    max_reconnects: int = 2
 
 
 class CallSession:
@@ -96,9 +98,15 @@ class CallSession:
         self._goodbye_rid: str | None = None
         self._exit_deadline: float | None = None
         self.barge_ins = 0
+        self.reconnects = 0
+        self._history: dict[str, tuple[str, str]] = {}  # item -> (role, text), for a model reconnect
 
     # ------------------------------------------------------------------------------ helpers
     def _log(self, event_kind: str, now: float, /, **data: object) -> Log:
+        if event_kind == "transcript" and data.get("text"):
+            self._history[str(data.get("item_id"))] = (str(data["role"]), str(data["text"]))
+            if len(self._history) > 40:
+                del self._history[next(iter(self._history))]
         return Log(CallEvent(event_kind, now + self.wall_offset, data))
 
     def _ms_of(self, audio_b64: str) -> float:
@@ -469,6 +477,32 @@ class CallSession:
                 acts.append(self._log("transcript", now, role="agent", item_id=utt.item_id, text=utt.text.strip(), cut=False))
         acts.append(self._log("call.ended", now, reason=reason, duration_s=round(now - self.started_at, 3), barge_ins=self.barge_ins))
         acts.append(EndCall(reason))
+        return acts
+
+    def on_model_reconnected(self, now: float) -> list[Action]:
+        """A fresh model session replaced a lost one: give it the call so far and carry on.
+
+        Audio already queued for the caller keeps playing; nothing of the old session (responses,
+        items, running tools) exists on the new one, so none of it is cancelled or truncated there.
+        """
+        self.reconnects += 1
+        self.stale.update(r for r in (self.active_response, *self.oob_active) if r)
+        self.active_response = None
+        self.oob_active.clear()
+        self.oob_items.update(self.produced_ms)
+        acts: list[Action] = [CancelTools()] if self.tools.running else []
+        self.tools = ToolBook()
+        history = "\n".join(f"{'Caller' if r == 'caller' else 'Agent'}: {t}" for r, t in self._history.values())
+        config = self.config
+        if history:
+            from dataclasses import replace
+
+            config = replace(config, instructions=f"{config.instructions}\n\nThe call so far (your connection "
+                             f"was interrupted and restored; continue from here):\n{history}")
+        acts += [self._log("reconnect", now, attempt=self.reconnects, ok=True), SendModel(ev.UpdateSession(config))]
+        if not self._exit:
+            self._create_response(acts, instructions=SAY_EXACTLY.format(text=self.opts.reconnect_message),
+                                  metadata={"voicegw": "reconnect"})
         return acts
 
     def on_model_closed(self, reason: str, now: float) -> list[Action]:
