@@ -406,7 +406,7 @@ class CallSession:
                 # replaces the full text if it was already logged: the record keeps what was heard
                 utt.logged = utt.cut = True
                 acts.append(self._log("transcript", now, role="agent", item_id=item,
-                                      text=cut_text(utt.text.strip(), end_ms, produced), cut=True))
+                                      text=cut_text(utt.text.strip(), end_ms, produced) or "…", cut=True))
         # 4. late deltas of the cancelled response are dropped by `stale`
         return acts
 

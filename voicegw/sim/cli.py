@@ -17,7 +17,7 @@ import httpx
 from voicegw.sim.caller import SimulatedCaller
 from voicegw.sim.source import AudioSchedule
 from voicegw.sim.twiml import SimCallError
-from voicegw.sim.wav import write_mulaw_wav
+from voicegw.sim.wav import read_wav_pcm16_8k, write_mulaw_wav
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,6 +26,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__)
     p.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default: %(default)s)")
     p.add_argument("--audio", help="WAV file the caller says (any rate/width/channels); silence if omitted")
+    p.add_argument("--speak-at", type=int, default=3000, metavar="MS",
+                   help="start saying --audio this many ms into the call, after the greeting (default: %(default)s)")
     p.add_argument("--out", help="write what the caller heard to this WAV")
     p.add_argument("--from", dest="from_number", default="+15550100001", help="caller number")
     p.add_argument("--to", dest="to_number", default="+15550100002", help="called number")
@@ -42,7 +44,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 async def run_call(args: argparse.Namespace) -> int:
     """Place the call; 0 on a completed call, 1 when the call could not be placed."""
     try:
-        audio = AudioSchedule.from_wav(args.audio) if args.audio else AudioSchedule.silence()
+        if args.audio:
+            audio = AudioSchedule.from_segments([(max(0, args.speak_at), read_wav_pcm16_8k(args.audio))])
+        else:
+            audio = AudioSchedule.silence()
     except (OSError, ValueError) as exc:
         print(f"error: cannot read --audio: {exc}", file=sys.stderr)
         return 1
