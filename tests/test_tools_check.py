@@ -16,7 +16,10 @@ from voicegw.tools.routing import AgentRegistry
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run(path: Path, settings: Settings = Settings()) -> tuple[int, str, str]:
+NO_HOSTS = Settings()
+
+
+def run(path: Path, settings: Settings = NO_HOSTS) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = check_config(path, settings, out, err)
     return code, out.getvalue(), err.getvalue()

@@ -12,8 +12,9 @@ import shutil
 import socket
 import subprocess
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,9 +26,8 @@ from examples.order_status.demo_api import create_app
 from tests.harness import AUTH_TOKEN, running_gateway
 from voicegw.call.actions import HangUp, ToolContext
 from voicegw.config import Settings
-from voicegw.tools.routing import AgentRegistry
 from voicegw.sim.caller import SimulatedCaller
-
+from voicegw.tools.routing import AgentRegistry
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_TOKEN = "demo-api-token-for-tests"

@@ -37,6 +37,7 @@ class HandlerInfo:
 
 
 class Handler(Protocol):
-    info: HandlerInfo
+    @property
+    def info(self) -> HandlerInfo: ...
 
     async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> HandlerResult: ...

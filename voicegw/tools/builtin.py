@@ -13,10 +13,11 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from voicegw.call.actions import HangUp, SwitchAgent, ToolContext, Transfer
 from voicegw.realtime.events import SessionConfig
@@ -47,7 +48,9 @@ class TransferHandler:
 
 @dataclass(frozen=True)
 class HangUpHandler:
-    info: HandlerInfo = HandlerInfo("builtin:hang_up")
+    @property
+    def info(self) -> HandlerInfo:
+        return HandlerInfo("builtin:hang_up")
 
     async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> HandlerResult:
         return HandlerResult({"status": "ending_call"}, HangUp())
@@ -84,7 +87,10 @@ class LookupHandler:
 @dataclass(frozen=True)
 class StaticHandler:
     result: Any
-    info: HandlerInfo = HandlerInfo("static")
+
+    @property
+    def info(self) -> HandlerInfo:
+        return HandlerInfo("static")
 
     async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> HandlerResult:
         return HandlerResult(self.result)
@@ -118,7 +124,7 @@ def load_entry(entry: str, directory: Path, loc: Locator, where: tuple[Any, ...]
     module_name, _, fn_name = entry.partition(":")
     try:
         module = _module_beside(module_name, directory) or importlib.import_module(module_name)
-    except Exception as exc:  # import-time errors of user code, reported at start-up
+    except Exception as exc:  # noqa: BLE001 - import-time errors of user code, reported at start-up
         raise loc.error(where, f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):

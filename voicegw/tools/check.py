@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -49,7 +50,7 @@ def summary(registry: AgentRegistry) -> str:
 
 def _agent(entry: AgentEntry) -> list[str]:
     cfg = entry.agent.config
-    vad = cfg.turn_detection.type
+    vad: str = cfg.turn_detection.type
     if cfg.turn_detection.type == "server_vad":
         vad += f" (threshold {cfg.turn_detection.threshold}, silence {cfg.turn_detection.silence_duration_ms}ms)"
     lines = [
@@ -66,7 +67,7 @@ def _agent(entry: AgentEntry) -> list[str]:
     return lines
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + [

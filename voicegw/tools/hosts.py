@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from voicegw.tools.base import ToolError
 
@@ -42,7 +42,7 @@ class HostPolicy:
     suffixes: tuple[str, ...]  # from `*.example.com`: ".example.com"
 
     @classmethod
-    def of(cls, entries: Iterable[str]) -> "HostPolicy":
+    def of(cls, entries: Iterable[str]) -> HostPolicy:
         exact: set[str] = set()
         suffixes: list[str] = []
         for e in entries:
@@ -85,6 +85,6 @@ async def resolve(host: str, port: int, timeout: float) -> list[str]:
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(h, port, type=socket.SOCK_STREAM), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise HostRefused(f"cannot resolve host {host!r}") from exc
     return sorted({str(info[4][0]).split("%")[0] for info in infos})

@@ -83,7 +83,7 @@ class HttpHandler:
                     reply = await asyncio.wait_for(
                         self._send(client, url, headers, params, content), self.timeout
                     )
-                except (httpx.TransportError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, httpx.TransportError) as exc:
                     if last:
                         raise ToolError(f"request failed: {_describe(exc)}") from None
                 else:

@@ -9,9 +9,10 @@ one scrubber that knows every secret of every agent.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from voicegw.config import LoadedAgent, Settings, load_agent
 from voicegw.realtime.events import SessionConfig, ToolDecl

@@ -20,8 +20,7 @@ _MISSING = object()
 def parse_path(text: str) -> tuple[Segment, ...]:
     """Parse a path; raises ValueError naming the offending part."""
     s = text.strip()
-    if s.startswith("$"):
-        s = s[1:]
+    s = s.removeprefix("$")
     if not s:
         if text.strip() == "$":
             return ()

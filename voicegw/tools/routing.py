@@ -77,7 +77,7 @@ class AgentRegistry:
     kind: Literal["routing", "agent", "builtin"] = "builtin"
 
     @classmethod
-    def load(cls, settings: Settings) -> "AgentRegistry":
+    def load(cls, settings: Settings) -> AgentRegistry:
         if settings.routing_path is not None:
             return cls.from_routing(settings.routing_path, settings)
         if settings.agent_path is not None:
@@ -88,14 +88,14 @@ class AgentRegistry:
         return cls(loader.build(), {}, key, None, settings.tool_hosts)
 
     @classmethod
-    def from_agent(cls, path: Path, settings: Settings) -> "AgentRegistry":
+    def from_agent(cls, path: Path, settings: Settings) -> AgentRegistry:
         agent = load_agent(path)
         loader = AgentLoader(settings, path.parent)
         key = loader.add(agent)
         return cls(loader.build(), {}, key, path, settings.tool_hosts, "agent")
 
     @classmethod
-    def from_routing(cls, path: Path, settings: Settings) -> "AgentRegistry":
+    def from_routing(cls, path: Path, settings: Settings) -> AgentRegistry:
         cfg, loc = load_routing(path)
         loader = AgentLoader(settings, path.parent, tuple(cfg.tool_hosts))
         default_key = loader.add_file(path.parent / cfg.default, loc, ("default",))

@@ -14,8 +14,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jsonschema
 
@@ -52,15 +53,15 @@ class ToolSet:
         self,
         key: str,
         tools: Sequence[tuple[Tool, Handler]],
-        scrubber: Scrubber = Scrubber(),
-        peers: Mapping[str, "ToolSet"] | None = None,
+        scrubber: Scrubber | None = None,
+        peers: Mapping[str, ToolSet] | None = None,
     ):
         self.key = key
         self._tools: dict[str, BoundTool] = {}
         for tool, handler in tools:
             validator_cls = jsonschema.validators.validator_for(tool.parameters)
             self._tools[tool.name] = BoundTool(tool, handler, validator_cls(tool.parameters))
-        self._scrub = scrubber
+        self._scrub = scrubber or Scrubber()
         # toolsets of the agents this one can hand the call to, by key: after a switch_agent the
         # call's context names the new agent and its tools are the ones that run
         self._peers = peers if peers is not None else {}
@@ -100,7 +101,7 @@ class ToolSet:
             return self._failure(started, exc.message, exc.details)
         except TimeoutError:
             return self._failure(started, f"the tool timed out after {bound.tool.timeout:g}s")
-        except Exception as exc:  # a bug in a handler must not end the call
+        except Exception as exc:  # noqa: BLE001 - a bug in a handler must not end the call
             log.warning("tool %s failed: %s", name, self._scrub.text(f"{type(exc).__name__}: {exc}"))
             return self._failure(started, f"the tool failed ({type(exc).__name__})")
         output = self._cap(self._scrub.text(_json(result.result)), MAX_OUTPUT_CHARS)
@@ -119,7 +120,7 @@ class ToolSet:
         text = (arguments or "").strip() or "{}"
         try:
             args = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return None, [f"arguments are not valid JSON: {exc.msg} at position {exc.pos}"]
         if not isinstance(args, dict):
             return None, ["arguments must be a JSON object"]

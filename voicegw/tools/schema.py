@@ -7,8 +7,9 @@ environment variables that exist) and pins every problem to file, line and field
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -97,7 +98,7 @@ BUILTINS: dict[str, type[_Strict]] = {
     "switch_agent": SwitchAgentSpec,
     "lookup": LookupSpec,
 }
-BuiltinSpec = Union[TransferSpec, HangUpSpec, SwitchAgentSpec, LookupSpec]
+BuiltinSpec = TransferSpec | HangUpSpec | SwitchAgentSpec | LookupSpec
 
 
 class StaticSpec(_Strict):
@@ -126,7 +127,7 @@ class ToolSpec(_Strict):
         return _duration(v)
 
 
-HandlerSpec = Union[HttpSpec, TransferSpec, HangUpSpec, SwitchAgentSpec, LookupSpec, StaticSpec, PythonSpec]
+HandlerSpec = HttpSpec | BuiltinSpec | StaticSpec | PythonSpec
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -124,7 +125,7 @@ class Scrubber:
     secrets: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, values: Iterable[str]) -> "Scrubber":
+    def of(cls, values: Iterable[str]) -> Scrubber:
         forms: set[str] = set()
         for v in values:
             if len(v) < MIN_SECRET_LEN:
