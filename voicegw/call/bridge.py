@@ -87,6 +87,7 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tool_tasks: dict[str, asyncio.Task[Any]] = {}
         self._timer_wake = asyncio.Event()
+        self._timer_due: float | None = None  # the deadline the timer task is sleeping until
         self._claimed = False
         self._open_model: Callable[[], Awaitable[RealtimeConnection]] | None = None
 
@@ -175,6 +176,7 @@ class Call:
         while not self.ended.is_set():
             due = self.session.next_deadline()
             delay = 3600.0 if due is None else max(0.0, due - self.clock())
+            self._timer_due = due
             self._timer_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=min(delay, 3600.0))
@@ -185,22 +187,20 @@ class Call:
     # ------------------------------------------------------------------------ actions
     async def perform(self, actions: list[Action]) -> None:
         async with self._send_lock:
+            # consecutive telephony frames (an audio chunk and its mark) share one send deadline
+            pending: list[str] = []
             for act in actions:
                 if isinstance(act, SendTelephony):
-                    if self.ws is not None:
-                        try:
-                            async with asyncio.timeout(SEND_TIMEOUT_S):
-                                await self.ws.send_text(act.text)
-                        except Exception as exc:
-                            log.info("call %s: telephony send failed: %s", self.info.call_sid, exc)
-                            self.session.end("telephony_lost", self.clock())
-                            self._finish("telephony_lost")
-                            return
-                elif isinstance(act, SendModel):
+                    pending.append(act.text)
+                    continue
+                if pending and not await self._send_telephony(pending):
+                    return
+                pending = []
+                if isinstance(act, SendModel):
+                    # RealtimeConnection.send bounds itself (send_timeout) and raises on failure
                     if self.conn is not None and not self.conn.closed:
                         try:
-                            async with asyncio.timeout(SEND_TIMEOUT_S):
-                                await self.conn.send(act.command)
+                            await self.conn.send(act.command)
                         except Exception as exc:
                             log.info("call %s: model send failed: %s", self.info.call_sid, exc)
                 elif isinstance(act, Log):
@@ -216,8 +216,29 @@ class Call:
                     await self._control(act)
                 elif isinstance(act, EndCall):
                     self._finish(act.reason)
-        if self.session.next_deadline() is not None:
+            if pending and not await self._send_telephony(pending):
+                return
+        # Wake the timer only when the session's next deadline moved earlier than the one it
+        # sleeps until: waking it on every frame cost a task and a timer per 20 ms of audio.
+        due = self.session.next_deadline()
+        if due is not None and (self._timer_due is None or due < self._timer_due):
+            self._timer_due = due
             self._timer_wake.set()
+
+    async def _send_telephony(self, texts: list[str]) -> bool:
+        """Send frames to the provider within SEND_TIMEOUT_S; on failure the call ends (False)."""
+        if self.ws is None:
+            return True
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                for text in texts:
+                    await self.ws.send_text(text)
+        except Exception as exc:
+            log.info("call %s: telephony send failed: %s", self.info.call_sid, exc)
+            self.session.end("telephony_lost", self.clock())
+            self._finish("telephony_lost")
+            return False
+        return True
 
     async def _run_tool(self, act: RunTool) -> None:
         ctx = ToolContext(self.info.call_sid, self.info.stream_sid, self.info.from_number, self.info.to_number, self.agent_key)

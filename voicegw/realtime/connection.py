@@ -8,7 +8,9 @@ internal vocabulary of `voicegw.realtime.events`.
   and a redacted URL, never a key or token.
 * `send` numbers every command (``evt_<n>``) and remembers the last few hundred, so an ``error``
   event (whose ``event_id`` names the command that caused it) can be traced with `command_for`.
-  Audio appends are remembered without their payload so the history holds no audio.
+  Audio appends are remembered without their payload so the history holds no audio. A send that
+  may wait (data already queued: flow control) is bounded by `send_timeout`; one that cannot
+  wait arms no timer, which matters at 50 appends per second per call.
 * `events` yields decoded events and ends when the socket closes normally; an abnormal close
   raises `RealtimeClosed(code, reason)`. The `session.created` event is not yielded again: it is
   `session_created`. Events that arrived before it are yielded first.
@@ -271,9 +273,15 @@ class RealtimeConnection:
         recent[event_id] = _AUDIO_ELIDED if type(cmd) is AppendAudio else cmd
         if len(recent) > HISTORY:
             recent.popitem(last=False)
+        ws = self._ws
         try:
-            async with asyncio.timeout(self.send_timeout):
-                await self._ws.send(text)
+            if ws.transport.get_write_buffer_size() == 0:
+                # Nothing queued, so the socket is not paused and send() writes without waiting
+                # (websockets only waits on flow control): no deadline to arm on the hot path.
+                await ws.send(text)
+            else:
+                async with asyncio.timeout(self.send_timeout):
+                    await ws.send(text)
         except TimeoutError:
             # the peer stopped reading: a half-sent frame leaves the socket unusable
             self._ws.transport.abort()
