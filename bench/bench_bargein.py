@@ -1,0 +1,99 @@
+"""Barge-in: how fast the caller's playout is cleared, and how exactly the model is told what
+was heard, over many randomized interruptions.
+
+The gateway runs as its own process on core 0. This process holds `voicegw.sim.SimulatedCaller`s
+(real-time playout, marks acknowledged when playout reaches them, ``clear`` accounted to the
+byte) and the model peer in its ``bargein`` behaviour: each response (2.5-4.5 s of audio,
+generated at twice real time like the real service) is interrupted by ``speech_started`` at a
+random point, and every ``conversation.item.truncate`` is checked as the service checks it.
+
+Per barge-in k of a call:
+* clear latency = arrival of the k-th ``clear`` at the caller - when the peer wrote the k-th
+  ``speech_started`` (one clock: same process);
+* truncation error = | audio_end_ms of the k-th truncate - audio of that item the caller heard |,
+  where heard = the caller's heard total at clear k minus at clear k-1 (each response is heard
+  between two clears). A delete counts as audio_end_ms = 0.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.gwproc import AUTH_TOKEN, running_gateway
+from bench.pacer import Pacer
+from bench.peer import BenchPeer, PeerConnection, PeerOptions
+from bench.stats import Dist
+from voicegw.sim.caller import SimulatedCaller
+from voicegw.sim.result import CallResult
+
+CLEAR_P99_TARGET_MS = 5.0
+TRUNCATE_ERROR_TARGET_MS = 20.0
+
+
+@dataclass
+class BargeInResult:
+    mode: str
+    calls: int
+    barge_ins: int  # interruptions the peer made
+    clears: int  # clears the callers received
+    clear_ms: Dist
+    error_ms: Dist
+    errors: np.ndarray  # per barge-in truncation error, ms (for the plot)
+    truncates: int
+    deletes: int
+    rejected: int
+    rejected_examples: list[str] = field(default_factory=list)
+    unmatched_calls: int = 0  # calls whose clears and truncates could not be paired one to one
+
+
+async def run(mode: str, calls: int, per_call: int, log: object = print) -> BargeInResult:
+    pacer = Pacer()  # the bargein behaviour paces itself; the peer wants one all the same
+    pairs: list[tuple[SimulatedCaller, PeerConnection]] = []
+    results: list[CallResult] = []
+    async with BenchPeer(PeerOptions(audio_mode=mode, behaviour="bargein", barge_ins=per_call), pacer) as peer:
+        async with running_gateway(peer.base_url, mode, core=0) as gw:
+            try:
+                for _ in range(calls):
+                    caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
+                    await caller.start()
+                    pairs.append((caller, await peer.next_connection(15)))
+                budget = per_call * 6.0 + 30
+                await asyncio.wait_for(asyncio.gather(*(conn.finished for _, conn in pairs)), budget)
+            finally:
+                results = list(await asyncio.gather(*(caller.hang_up() for caller, _ in pairs)))
+    return _score(mode, pairs, results, log)
+
+
+def _score(mode: str, pairs: list[tuple[SimulatedCaller, PeerConnection]], results: list[CallResult],
+           log: object) -> BargeInResult:
+    clear_ms: list[float] = []
+    errors: list[float] = []
+    barges = clears = truncates = deletes = unmatched = 0
+    rejected: list[str] = []
+    for (caller, conn), res in zip(pairs, results):
+        barges += len(conn.barges)
+        clears += len(res.clears)
+        rejected += [t.rejected for t in conn.truncates if t.rejected]
+        truncates += sum(1 for t in conn.truncates if t.audio_end_ms is not None)
+        deletes += sum(1 for t in conn.truncates if t.audio_end_ms is None)
+        n = min(len(conn.barges), len(res.clears), len(conn.truncates))
+        if not (len(conn.barges) == len(res.clears) == len(conn.truncates)) or any(
+                conn.truncates[k].item_id != conn.barges[k].item_id for k in range(n)):
+            unmatched += 1
+            continue
+        t0 = caller._t0  # the caller's stream-start time on the shared monotonic clock
+        before = 0.0
+        for barge, clear, trunc in zip(conn.barges, res.clears, conn.truncates):
+            clear_ms.append((t0 + clear.at_ms / 1000 - barge.sent_at) * 1000)
+            heard = clear.heard_ms - before
+            before = clear.heard_ms
+            errors.append(abs((trunc.audio_end_ms or 0) - heard))
+    out = BargeInResult(
+        mode=mode, calls=len(pairs), barge_ins=barges, clears=clears, clear_ms=Dist.of(clear_ms),
+        error_ms=Dist.of(errors), errors=np.asarray(errors), truncates=truncates, deletes=deletes,
+        rejected=len(rejected), rejected_examples=rejected[:3], unmatched_calls=unmatched)
+    log(f"  barge-in {mode}: {barges} barge-ins, clear p99 {out.clear_ms.p99:.2f} ms, "  # type: ignore[operator]
+        f"truncation error p99 {out.error_ms.p99:.1f} ms, {len(rejected)} rejected, {unmatched} calls unmatched")
+    return out

@@ -1,0 +1,48 @@
+"""Start `voicegw serve` with two optional measurement hooks (used by bench.gwproc).
+
+    python -m bench.gw_launch [--gc-log PATH] [--uvloop] serve --agent ... --port ...
+
+`--gc-log` appends one line per garbage collection (monotonic time, generation, pause in ms),
+so the density benchmark can report the collector's pauses inside its window. `--uvloop`
+installs uvloop's event loop policy first, to measure what the event loop is worth. Everything
+after the options is the ordinary `voicegw` command line.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from typing import Any, TextIO
+
+
+def log_gc_pauses(out: TextIO) -> None:
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            out.write(f"{time.monotonic():.4f} {info['generation']} {(time.perf_counter() - started[0]) * 1000:.3f}\n")
+
+    gc.callbacks.append(on_gc)
+
+
+def main(argv: list[str]) -> int:
+    while argv and argv[0].startswith("--"):
+        opt = argv.pop(0)
+        if opt == "--gc-log":
+            log_gc_pauses(open(argv.pop(0), "w", buffering=1))
+        elif opt == "--uvloop":
+            import uvloop
+
+            uvloop.install()
+        else:
+            print(f"unknown option {opt}", file=sys.stderr)
+            return 2
+    from voicegw.cli import main as voicegw_main
+
+    return voicegw_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,144 @@
+"""`voicegw serve` as a separate process pinned to one core, with its CPU time and memory read
+from /proc -- the gateway exactly as deployed, its costs not mixed with the load generator's."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+
+AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+MODEL_KEY = "bench-model-key"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+AGENT_YAML = """\
+name: bench
+instructions: A benchmark agent.
+greeting: "Hello."
+audio_mode: {mode}
+transcription: null
+max_call_duration: 1h
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy by all cores since boot (user+nice+system+irq+softirq+steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class GatewayProcess:
+    def __init__(self, pid: int, url: str, log_path: Path, gc_log: Path) -> None:
+        self.pid = pid
+        self.url = url
+        self.log_path = log_path
+        self.gc_log = gc_log
+
+    def gc_pauses(self, t0: float, t1: float) -> list[tuple[int, float]]:
+        """(generation, pause ms) of every collection between monotonic times t0 and t1."""
+        out = []
+        if self.gc_log.exists():
+            for line in self.gc_log.read_text().splitlines():
+                at, gen, ms = line.split()
+                if t0 <= float(at) <= t1:
+                    out.append((int(gen), float(ms)))
+        return out
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    async def active_calls(self, http: httpx.AsyncClient) -> int:
+        resp = await http.get(self.url + "/readyz", timeout=5)
+        return int(resp.json()["active_calls"])
+
+    async def metric(self, http: httpx.AsyncClient, name: str) -> float:
+        resp = await http.get(self.url + "/metrics", timeout=5)
+        for line in resp.text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | None = 0,
+                          prewarm_timeout_s: int = 15, loop: str = "default") -> AsyncIterator[GatewayProcess]:
+    """Start the gateway, wait until it answers /healthz, stop it (SIGTERM, then SIGKILL).
+
+    The gateway is the ordinary CLI started through `bench.gw_launch`, which logs garbage
+    collection pauses; `loop="uvloop"` installs uvloop's event loop policy first, to measure what
+    the event loop implementation is worth.
+    """
+    with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
+        agent = Path(tmp) / "agent.yaml"
+        agent.write_text(AGENT_YAML.format(mode=audio_mode))
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith(
+            ("AZURE_OPENAI", "OPENAI_", "TWILIO_", "VOICEGW_"))}
+        env.update({
+            "OPENAI_API_KEY": MODEL_KEY, "OPENAI_BASE_URL": model_base_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "VOICEGW_DATA_DIR": str(Path(tmp) / "data"), "VOICEGW_PREWARM_TIMEOUT": str(prewarm_timeout_s),
+            "VOICEGW_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1",
+        })
+        gc_log = Path(tmp) / "gc.log"
+        cmd = [sys.executable, "-m", "bench.gw_launch", "--gc-log", str(gc_log)]
+        if loop == "uvloop":
+            cmd.append("--uvloop")
+        cmd += ["serve", "--agent", str(agent), "--port", str(port)]
+        if core is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(core), *cmd]
+        log_path = Path(tmp) / "gateway.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=Path(__file__).resolve().parent.parent)
+        gw = GatewayProcess(proc.pid, f"http://127.0.0.1:{port}", log_path, gc_log)
+        try:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                async with asyncio.timeout(60):
+                    while True:
+                        if proc.poll() is not None:
+                            raise RuntimeError(f"the gateway exited during start-up:\n{log_path.read_text()[-2000:]}")
+                        with contextlib.suppress(httpx.HTTPError):
+                            if (await http.get(gw.url + "/healthz", timeout=2)).status_code == 200:
+                                break
+                        await asyncio.sleep(0.1)
+            yield gw
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(proc.wait), 20)
+                except TimeoutError:
+                    proc.kill()
+                    proc.wait()

@@ -1,0 +1,274 @@
+"""docs/BENCHMARKS.md and its plots, from the results of the benchmark modules."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.bench_bargein import CLEAR_P99_TARGET_MS, TRUNCATE_ERROR_TARGET_MS, BargeInResult  # noqa: E402
+from bench.bench_density import LATE_FRACTION_MAX, LATE_MS, P99_TARGET_MS, Level  # noqa: E402
+from bench.bench_greeting import GreetingCase  # noqa: E402
+
+CALLS_TARGET = 200
+P50_TARGET_MS = 0.5
+RSS_TARGET_KIB = 1024
+ALIAS_TARGET_DB = 60.0
+DISTURBED = 0.25  # other processes using more than this share of a core during a window
+
+
+@dataclass
+class Results:
+    quick: bool
+    wall_s: float = 0.0
+    density: dict[str, list[Level]] = field(default_factory=dict)  # mode -> ramp
+    uvloop: list[Level] = field(default_factory=list)
+    greeting: list[GreetingCase] = field(default_factory=list)
+    bargein: dict[str, BargeInResult] = field(default_factory=dict)
+    alias_db: float | None = None
+    audio_md: str = ""
+
+
+def machine() -> list[tuple[str, str]]:
+    def first(path: str, key: str) -> str:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip() if ":" in line else line.split("=", 1)[1].strip('"')
+        except OSError:
+            pass
+        return "unknown"
+
+    mem_kib = first("/proc/meminfo", "MemTotal").split()[0]
+    libs = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in
+                     ("uvicorn", "starlette", "websockets", "soxr", "numpy", "uvloop"))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    return [
+        ("CPU", first("/proc/cpuinfo", "model name")),
+        ("cores", str(os.cpu_count())),
+        ("memory", f"{int(mem_kib) / 1024 / 1024:.1f} GiB" if mem_kib.isdigit() else mem_kib),
+        ("OS", f"{first('/etc/os-release', 'PRETTY_NAME=')}, Linux {platform.release()}"),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("libraries", libs),
+        ("voicegw commit", commit),
+        ("date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def _mark(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def _max_calls(levels: list[Level]) -> int:
+    best = 0
+    for lv in levels:
+        if not lv.passed:
+            break
+        best = lv.calls
+    return best
+
+
+def _at(levels: list[Level], n: int) -> Level | None:
+    return next((lv for lv in levels if lv.calls == n), None)
+
+
+def summary(r: Results) -> list[str]:
+    rows = ["| metric | target | measured | |", "| --- | --- | --- | --- |"]
+    for mode, levels in r.density.items():
+        n = _max_calls(levels)
+        rows.append(f"| calls per core with p99 ≤ {P99_TARGET_MS:g} ms, {mode} | ≥ {CALLS_TARGET} | {n} | "
+                    f"{_mark(n >= CALLS_TARGET)} |")
+    for mode, levels in r.density.items():
+        lv = _at(levels, 50)
+        if lv is not None:
+            for name, d in (("caller → model", lv.c2m), ("model → caller", lv.m2c)):
+                rows.append(f"| p50 per frame at 50 calls, {name}, {mode} | ≤ {P50_TARGET_MS} ms | {d.p50:.2f} ms | "
+                            f"{_mark(d.p50 <= P50_TARGET_MS)} |")
+    for mode, b in r.bargein.items():
+        rows.append(f"| speech_started → clear at the caller, p99, {mode} | ≤ {CLEAR_P99_TARGET_MS:g} ms | "
+                    f"{b.clear_ms.p99:.2f} ms | {_mark(b.clear_ms.p99 <= CLEAR_P99_TARGET_MS)} |")
+        rows.append(f"| truncation vs. audio heard, p99 (max), {mode} | ≤ {TRUNCATE_ERROR_TARGET_MS:g} ms | "
+                    f"{b.error_ms.p99:.1f} ms ({b.error_ms.max:.1f}) | "
+                    f"{_mark(b.error_ms.p99 <= TRUNCATE_ERROR_TARGET_MS)} |")
+        rows.append(f"| truncates rejected by the model, {mode} | 0 | {b.rejected} of {b.truncates} | "
+                    f"{_mark(b.rejected == 0)} |")
+    if r.alias_db is not None:
+        rows.append(f"| resampler alias rejection | ≥ {ALIAS_TARGET_DB:g} dB | {r.alias_db:.1f} dB | "
+                    f"{_mark(r.alias_db >= ALIAS_TARGET_DB)} |")
+    for mode, levels in r.density.items():
+        big = max((lv for lv in levels if lv.calls >= 50), key=lambda lv: lv.calls, default=None)
+        if big is not None:
+            rows.append(f"| RSS per call at {big.calls} calls, {mode} | ≤ 1 MiB | {big.rss_per_call_kib:.0f} KiB | "
+                        f"{_mark(big.rss_per_call_kib <= RSS_TARGET_KIB)} |")
+    return rows
+
+
+def density_table(levels: list[Level]) -> list[str]:
+    rows = ["| calls | caller → model p50 / p95 / p99 / max (ms) | model → caller p50 / p95 / p99 / max (ms) | "
+            f"frames > {LATE_MS:g} ms | worst gap at a caller (ms) | gateway CPU (% of a core) | "
+            "CPU ms per call-second | RSS per call (KiB) | GC in window (worst ms) | load side CPU | "
+            "other processes | result |",
+            "| " + " | ".join(["---"] * 12) + " |"]
+    for lv in levels:
+        flag = "pass" if lv.passed else ("**fail**" if lv.valid else "invalid")
+        if lv.other_busy > DISTURBED:
+            flag += " (disturbed)"
+        if lv.problems:
+            flag += " — " + "; ".join(lv.problems)
+        rows.append(
+            f"| {lv.calls} | {lv.c2m.cells()} | {lv.m2c.cells()} | {lv.late_fraction:.3%} | {lv.worst_gap_ms:.0f} "
+            f"(nominal {lv.nominal_gap_ms:.0f}) | {lv.gateway_busy:.0%} | {lv.cpu_ms_per_call_s:.2f} | "
+            f"{lv.rss_per_call_kib:.0f} | {lv.gc_collections} ({lv.gc_worst_ms:.1f}) | {lv.sim_busy:.0%} | "
+            f"{lv.other_busy:.0%} | {flag} |")
+    return rows
+
+
+def latency_table(r: Results) -> list[str]:
+    rows = ["| mode | calls | caller → model p50 / p95 / p99 / max (ms) | model → caller p50 / p95 / p99 / max (ms) |",
+            "| --- | --- | --- | --- |"]
+    for mode, levels in r.density.items():
+        for n in (1, 50, 200):
+            lv = _at(levels, n)
+            if lv is not None:
+                rows.append(f"| {mode} | {n} | {lv.c2m.cells()} | {lv.m2c.cells()} |")
+    return rows
+
+
+def plot_density(r: Results, path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode, levels in r.density.items():
+        calls = [lv.calls for lv in levels]
+        ax1.plot(calls, [lv.c2m.p99 for lv in levels], "o-", label=f"{mode} caller→model")
+        ax1.plot(calls, [lv.m2c.p99 for lv in levels], "s--", label=f"{mode} model→caller")
+        ax2.plot(calls, [100 * lv.gateway_busy for lv in levels], "o-", label=mode)
+    ax1.axhline(P99_TARGET_MS, color="grey", lw=1, ls=":")
+    ax1.set(xlabel="concurrent calls", ylabel="p99 gateway-added latency (ms)", yscale="log",
+            title="Per-frame latency, p99")
+    ax1.legend(fontsize=8)
+    ax2.axhline(100, color="grey", lw=1, ls=":")
+    ax2.set(xlabel="concurrent calls", ylabel="gateway CPU (% of one core)", title="Gateway CPU")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bargein(r: Results, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for mode, b in r.bargein.items():
+        if b.errors.size:
+            ax.hist(b.errors, bins=40, alpha=0.6, label=f"{mode} ({b.errors.size} barge-ins)")
+    ax.axvline(TRUNCATE_ERROR_TARGET_MS, color="grey", lw=1, ls=":")
+    ax.set(xlabel="|audio_end_ms − audio the caller heard| (ms)", ylabel="barge-ins",
+           title="Truncation accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(r: Results, docs: Path) -> str:
+    """The whole Markdown document; writes the plots into `docs`."""
+    out = ["# voicegw benchmarks", "",
+           "Generated by `make bench` (`python -m bench.run_all" + (" --quick" if r.quick else "") + "`) on the "
+           "machine below; every number here was measured in that run. Load goes to 127.0.0.1 only.", "",
+           "| machine | |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in machine()], "",
+           f"_Benchmark wall time: {r.wall_s / 60:.1f} min._", "",
+           "## Targets", "", *summary(r), ""]
+    out += HOW_DENSITY
+    for mode, levels in r.density.items():
+        out += [f"### {mode}", "", *density_table(levels), ""]
+    if r.uvloop:
+        out += UVLOOP_NOTE + density_table(r.uvloop) + [""]
+    if r.density:
+        plot_density(r, docs / "bench_density.png")
+        out += ["![p99 latency and gateway CPU against concurrent calls](bench_density.png)", ""]
+    out += ["## Per-frame latency at 1, 50 and 200 calls", "", *latency_table(r), "",
+            "Each number is the gateway's processing time for one frame plus two loopback hops and the "
+            "receiving side's wake-up, measured on one clock in the load process.", ""]
+    if r.greeting:
+        out += ["## Greeting latency", "", GREETING_NOTE, "",
+                "| case | samples | stream start → first greeting audio p50 / p95 / p99 / max (ms) | "
+                "pre-warmed sessions expired |", "| --- | --- | --- | --- |"]
+        out += [f"| {c.label} | {c.first_audio_ms.n} | {c.first_audio_ms.cells(1)} | {c.unclaimed} |"
+                for c in r.greeting]
+        out.append("")
+    if r.bargein:
+        out += ["## Barge-in", "", BARGEIN_NOTE, "",
+                "| mode | calls | barge-ins | clears received | speech_started → clear p50 / p95 / p99 / max (ms) | "
+                "truncation error p50 / p95 / p99 / max (ms) | truncates / deletes | rejected | calls unpaired |",
+                "| " + " | ".join(["---"] * 9) + " |"]
+        for mode, b in r.bargein.items():
+            out.append(f"| {mode} | {b.calls} | {b.barge_ins} | {b.clears} | {b.clear_ms.cells()} | "
+                       f"{b.error_ms.cells(1)} | {b.truncates} / {b.deletes} | {b.rejected} | {b.unmatched_calls} |")
+        if any(b.rejected_examples for b in r.bargein.values()):
+            out += ["", "Rejections: " + "; ".join(e for b in r.bargein.values() for e in b.rejected_examples)]
+        plot_bargein(r, docs / "bench_bargein.png")
+        out += ["", "![truncation error histogram](bench_bargein.png)", ""]
+    if r.audio_md:
+        out += [r.audio_md.strip(), ""]
+    notes = Path(__file__).with_name("optimisations.md")
+    if notes.exists():
+        out += [notes.read_text().strip(), ""]
+    return "\n".join(out)
+
+
+HOW_DENSITY = [
+    "## Density", "",
+    "N simulated calls against one `voicegw serve` process pinned to core 0 (`taskset`). Core 1 runs one "
+    "load process holding the N callers and the model peer (`bench/loadcaller.py`, `bench/peer.py`), so "
+    "the model's cost is not charged to the gateway and caller and model times share one clock. Both "
+    "directions carry real-time 20 ms frames for the whole call (the caller's media; the model's audio "
+    "from the greeting on, in 20 ms deltas), spread evenly over the 20 ms period; marks are acknowledged "
+    "when the caller's playout reaches them. That is the worst case: in a real call the model is silent "
+    "about half of the time and sends larger deltas.", "",
+    "The model peer is a light, protocol-faithful Realtime (GA) server written for the benchmark: it "
+    "speaks the events the gateway reads and checks truncates as the service does, but runs no speech "
+    "recognition or synthesis (its audio is a precomputed signal), so hundreds of calls fit beside the "
+    "callers on one core. The callers speak the Twilio Media Streams protocol of `voicegw.sim` on a bare "
+    "asyncio protocol for the same reason.", "",
+    "Each forwarded message is paired with the message that produced it (per call, in order: the model "
+    "connection of a call is the one the peer accepts right after that call's webhook). In pcm16 mode the "
+    "resampler emits audio in 60 ms blocks (one output per three 20 ms inputs), so the latency is measured "
+    "from the frame that released the block; the audio the resampler holds back (about 42 ms on average, "
+    "see the audio section) is an algorithmic delay on top. A level passes when both directions have "
+    f"p99 ≤ {P99_TARGET_MS:g} ms and at most {LATE_FRACTION_MAX:.1%} of frames take longer than one frame "
+    f"period ({LATE_MS:g} ms). CPU is utime + stime of the gateway process from /proc over a 10 s window "
+    "after every call is up and warm; RSS is VmRSS, minus the gateway's RSS after one warm-up call. "
+    "\"Other processes\" is the CPU used by everything else on the machine during the window: a level "
+    "marked disturbed shared the machine with other work and its latencies are pessimistic.", "",
+]
+
+UVLOOP_NOTE = [
+    "### The same load on uvloop", "",
+    "`voicegw serve` runs on the standard asyncio event loop (`asyncio.run` in voicegw/server.py). These "
+    "levels start the same CLI with uvloop's event loop policy installed first (`bench/gw_launch.py "
+    "--uvloop`), to show what that change is worth:", "",
+]
+
+GREETING_NOTE = (
+    "Stream start (the caller's media socket open) to the first greeting audio at the caller, pcm16, "
+    "`VOICEGW_PREWARM_TIMEOUT=1`. The model peer answers `response.create` at once with 200 ms of audio, "
+    "so this is the gateway's part. Without pre-warm the gateway connects to the model, waits for "
+    "`session.created`, updates the session and asks for the greeting after the stream has started.")
+
+BARGEIN_NOTE = (
+    "Simulated callers (`voicegw.sim.SimulatedCaller`: real-time playout, marks acknowledged when playout "
+    "reaches them, `clear` accounted to the byte) against the gateway on core 0, with a model peer that "
+    "generates each response (2.5–4.5 s) at twice real time and interrupts it with `speech_started` at a "
+    "random point. Clear latency is from the peer writing `speech_started` to the `clear` arriving at the "
+    "caller (same process, same clock). Truncation error compares each `audio_end_ms` (a delete counts as "
+    "0) with the audio of that response the caller actually heard before the clear. The simulated caller "
+    "acknowledges marks on its 20 ms tick, so the gateway learns of playout progress up to 20 ms late.")

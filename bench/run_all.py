@@ -1,0 +1,76 @@
+"""Every benchmark, then docs/BENCHMARKS.md: `python -m bench.run_all [--quick]` (`make bench`).
+
+Load goes to 127.0.0.1 only, every run is bounded in calls and time, and each gateway process is
+stopped at the end. The full run takes about ten minutes on a 2-core machine; --quick about two.
+It needs two cores: the gateway is pinned to core 0 and the load to core 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from bench import bench_audio, bench_bargein, bench_greeting
+from bench.bench_density import DensityRun, pin_load_side
+from bench.report import Results, render
+from voicegw.audio.resample import StreamResampler
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+FULL_LEVELS = [1, 25, 50, 100, 150, 200, 250, 300, 400, 500]
+QUICK_LEVELS = [1, 50, 200]
+MUST = {1, 50, 200}  # reported whatever happens at other levels
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def run(quick: bool, only: set[str]) -> Results:
+    pin_load_side()
+    res = Results(quick=quick)
+    started = time.monotonic()
+    window, warm = (4.0, 1.0) if quick else (10.0, 2.0)
+    if "density" in only:
+        for mode in ("pcm16", "g711_ulaw"):
+            log(f"density, {mode}")
+            res.density[mode] = await DensityRun(mode, window, warm).run(QUICK_LEVELS if quick else FULL_LEVELS, MUST, log)
+        if not quick:
+            for mode in ("pcm16", "g711_ulaw"):
+                log(f"density on uvloop, {mode}")
+                res.uvloop += await DensityRun(mode, window, warm, loop="uvloop").run([100, 200], {100, 200}, log)
+    if "greeting" in only:
+        log("greeting latency")
+        res.greeting = await bench_greeting.run(5 if quick else 20, log)
+    if "bargein" in only:
+        calls, per_call = (10, 10) if quick else (50, 20)
+        for mode in ("pcm16", "g711_ulaw"):
+            log(f"barge-in, {mode}")
+            res.bargein[mode] = await bench_bargein.run(mode, calls, per_call, log)
+    if "audio" in only:
+        log("audio")
+        res.alias_db = bench_audio.alias_rejection_db(StreamResampler)
+        res.audio_md = await asyncio.to_thread(bench_audio.run)
+    res.wall_s = time.monotonic() - started
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer levels and samples, shorter windows")
+    parser.add_argument("--only", default="density,greeting,bargein,audio",
+                        help="comma-separated subset of density,greeting,bargein,audio")
+    parser.add_argument("--out", type=Path, default=DOCS / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    import uvloop  # the load side needs a fast loop so its own queueing stays small
+
+    results = uvloop.run(run(args.quick, set(args.only.split(","))))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(results, args.out.parent))
+    log(f"wrote {args.out} ({results.wall_s / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
