@@ -204,7 +204,7 @@ class _Connection:
             if isinstance(job, SynthesisJob):
                 result = await self.synth.synthesize_async(job.text, job.fmt)
             else:
-                result = await asr.transcribe(job.audio, job.fmt)
+                result = await asr.transcribe(job.audio, job.fmt, self.protocol.config.tools)
         except Exception as exc:  # reported to the protocol, which fails just this response/item
             log.warning("local model job failed: %s", exc)
             result = exc
