@@ -6,7 +6,8 @@ Order of the rules (first match wins):
 3. the caller names a declared tool -> call it, with the arguments the words can fill
    (or ask for the required ones it cannot);
 4. keypad digits ("[keypad] 1 2 3") -> "You pressed 1 2 3." plus a menu answer for one digit;
-5. keyword answers (hello, hours, order, appointment, person, thanks, bye);
+5. keyword answers (bye, person, hours, order, appointment, repeat, thanks, hello, yes, no), matched
+   by word stem and short phrases so that recognition near-misses still land;
 6. "Sorry, could you repeat that?".
 Session instructions are stored by the protocol but deliberately not "understood" here.
 """
@@ -18,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from voicegw.localmodel.toolfill import fill_arguments, tool_score, words_of
+from voicegw.localmodel.toolfill import fill_arguments, stem, tool_score, words_of
 
 FALLBACK = "Sorry, could you repeat that?"
 GREETING = "Hello! How can I help you today?"
@@ -39,17 +40,64 @@ DIGIT_ANSWERS = {
     "*": "Let me repeat the menu: press 1 for opening hours, 2 for order status, or 0 for a person.",
 }
 
-KEYWORD_ANSWERS: tuple[tuple[frozenset[str], str], ...] = (
-    (frozenset({"bye", "goodbye", "hang"}), "Thank you for calling. Goodbye!"),
-    (frozenset({"person", "human", "agent", "operator", "representative"}), "I will connect you to a person."),
-    (frozenset({"hours", "open", "opening", "close", "closing"}), "We are open Monday to Friday, 9 am to 5 pm."),
-    (frozenset({"order", "orders", "ordered", "delivery", "package", "shipping"}),
-     "I can help with your order. What is your order number?"),
-    (frozenset({"appointment", "appointments", "book", "booking", "schedule"}),
-     "I can book an appointment for you. Which day works best?"),
-    (frozenset({"thanks", "thank"}), "You're welcome. Is there anything else?"),
-    (frozenset({"hello", "hi", "hey", "morning", "afternoon", "evening"}), GREETING),
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A keyword answer. Words match by stem, so recognition near-misses ("closing", "ordered") count."""
+
+    name: str
+    words: frozenset[str]
+    answer: str
+    phrases: tuple[str, ...] = ()
+
+
+# First match wins: leaving and a person outrank topics; yes/no come last because
+# they ride along in longer turns ("yes, where is my order").
+INTENTS: tuple[Intent, ...] = (
+    Intent("bye", frozenset({"bye", "goodbye", "farewell"}), "Thank you for calling. Goodbye!",
+           ("hang up", "see you", "that is all", "that's all")),
+    Intent("person", frozenset({"person", "human", "agent", "operator", "representative", "someone", "somebody",
+                                "staff", "people"}), "I will connect you to a person.", ("real person",)),
+    Intent("hours", frozenset({"hours", "hour", "open", "opening", "opens", "close", "closing", "closes",
+                               "closed"}), "We are open Monday to Friday, 9 am to 5 pm.", ("what time",)),
+    Intent("order", frozenset({"order", "orders", "ordered", "delivery", "deliver", "package", "parcel",
+                               "shipping", "shipment", "tracking", "track"}),
+           "I can help with your order. What is your order number?"),
+    Intent("appointment", frozenset({"appointment", "appointments", "book", "booking", "schedule", "reschedule",
+                                     "reservation", "reserve"}),
+           "I can book an appointment for you. Which day works best?"),
+    Intent("repeat", frozenset({"repeat", "again", "pardon"}), FALLBACK, ("come again", "say that")),
+    Intent("thanks", frozenset({"thanks", "thank", "cheers"}), "You're welcome. Is there anything else?"),
+    Intent("hello", frozenset({"hello", "hi", "hey", "morning", "afternoon", "evening"}), GREETING),
+    Intent("yes", frozenset({"yes", "yeah", "yep", "yup", "sure", "correct", "okay", "ok", "right", "affirmative"}),
+           "Great. What would you like to do next?"),
+    Intent("no", frozenset({"no", "nope", "nah", "negative"}), "Alright. Is there anything else I can help with?",
+           ("not really",)),
 )
+KEYWORD_ANSWERS: tuple[tuple[frozenset[str], str], ...] = tuple((i.words, i.answer) for i in INTENTS)
+_INTENT_STEMS = tuple(frozenset(stem(w) for w in i.words) for i in INTENTS)
+
+
+def keywords() -> frozenset[str]:
+    """Every word some intent listens for (the recogniser's vocabulary must cover them)."""
+    words: set[str] = set()
+    for intent in INTENTS:
+        words |= intent.words
+        for phrase in intent.phrases:
+            words |= set(words_of(phrase))
+    return frozenset(words)
+
+
+def intent_of(text: str) -> Intent | None:
+    """The first intent whose words (by stem) or phrases occur in `text`."""
+    said = words_of(text)
+    stems = {stem(w) for w in said}
+    joined = f" {' '.join(said)} "
+    for intent, wanted in zip(INTENTS, _INTENT_STEMS):
+        if stems & wanted or any(f" {p} " in joined for p in intent.phrases):
+            return intent
+    return None
 
 
 @dataclass(frozen=True)
@@ -133,11 +181,13 @@ def decide(
         if len(digits) == 1 and digits[0] in DIGIT_ANSWERS:
             said = f"{said} {DIGIT_ANSWERS[digits[0]]}"
         return Speech(said)
-    words = set(words_of(last_user.text))
-    for keys, answer in KEYWORD_ANSWERS:
-        if words & keys:
-            return Speech(answer)
-    return Speech(FALLBACK)
+    intent = intent_of(last_user.text)
+    if intent is None:
+        return Speech(FALLBACK)
+    if intent.name == "repeat":
+        before = next((t.text for t in reversed(turns[:-1]) if t.kind == "assistant" and t.text.strip()), None)
+        return Speech(f"Of course. {before}" if before else FALLBACK)
+    return Speech(intent.answer)
 
 
 def _tool_reply(text: str, turns: list[Turn], tools: list[dict[str, Any]], today: _dt.date) -> Reply | None:

@@ -20,6 +20,8 @@ DIGIT_WORDS = {
     "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
     "six": "6", "seven": "7", "eight": "8", "nine": "9",
 }
+# Words a recogniser writes for a digit it heard; trusted only between two digits ("one to three").
+DIGIT_HOMOPHONES = {"to": "2", "too": "2", "for": "4", "fore": "4", "won": "1", "ate": "8", "free": "3"}
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _NUMERIC_HINTS = ("id", "number", "num", "digits", "code", "pin", "phone", "account", "zip", "quantity", "count")
 _TEXT_HINTS = ("reason", "query", "question", "message", "text", "summary", "description", "details",
@@ -27,7 +29,8 @@ _TEXT_HINTS = ("reason", "query", "question", "message", "text", "summary", "des
 _DATE_HINTS = ("date", "day", "when")
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A crude suffix stripper: enough to match "orders"/"ordered"/"order" and "closing"/"closes"."""
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]
@@ -44,18 +47,29 @@ def _name_words(name: str) -> list[str]:
 
 
 def tool_score(text: str, tool: dict[str, Any]) -> int:
-    said = {_stem(w) for w in words_of(text) if w not in _STOP}
-    name = {_stem(w) for w in _name_words(str(tool.get("name") or "")) if w not in _STOP}
-    desc = {_stem(w) for w in words_of(str(tool.get("description") or "")) if w not in _STOP} - name
+    said = {stem(w) for w in words_of(text) if w not in _STOP}
+    name = {stem(w) for w in _name_words(str(tool.get("name") or "")) if w not in _STOP}
+    desc = {stem(w) for w in words_of(str(tool.get("description") or "")) if w not in _STOP} - name
     return 2 * len(said & name) + len(said & desc)
 
 
 def numbers_in(text: str) -> list[str]:
-    """Digit runs, joining single digits and digit words said one by one ("1 2 3" -> "123")."""
+    """Digit runs, joining single digits and digit words said one by one ("1 2 3" -> "123").
+
+    "double five" is "55"; a homophone ("one to three") counts only between two digits.
+    """
+    tokens = re.findall(r"[a-z]+|\d+", text.lower())
+    digits: list[str | None] = [tok if tok.isdigit() else DIGIT_WORDS.get(tok) for tok in tokens]
     runs: list[str] = []
     current = ""
-    for token in re.findall(r"[a-z]+|\d+", text.lower()):
-        digit = token if token.isdigit() else DIGIT_WORDS.get(token)
+    for i, token in enumerate(tokens):
+        digit = digits[i]
+        following = digits[i + 1] if i + 1 < len(tokens) else None
+        if digit is None and token in DIGIT_HOMOPHONES and current and following:
+            digit = DIGIT_HOMOPHONES[token]
+        if digit is None and token in ("double", "triple") and following:
+            current += following * (1 if token == "double" else 2)
+            continue
         if digit is None:
             if current:
                 runs.append(current)
