@@ -12,9 +12,9 @@ import json
 import shutil
 import subprocess
 import sys
-import wave
 import warnings
-from functools import lru_cache
+import wave
+from functools import cache
 
 import numpy as np
 import pytest
@@ -56,7 +56,7 @@ ORDER_TOOL = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def spoken(text: str, voice: str, wpm: int, fmt: AudioFormat) -> bytes:
     """`text` from the espeak-ng CLI, framed by silence, in wire format `fmt`."""
     exe = shutil.which("espeak-ng")

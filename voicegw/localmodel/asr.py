@@ -42,7 +42,6 @@ NOISE_FLOOR_RMS = 100.0  # about -50 dBFS: below any speech, above digital silen
 FILLER_WORDS = 1000
 FILLER_MASS = 0.6
 DOMAIN_DECODERS_PER_THREAD = 4
-DOMAIN_OPTIONS: dict[str, Any] = {}
 
 _local = threading.local()
 _executor: ThreadPoolExecutor | None = None
@@ -150,7 +149,7 @@ def _domain_decoder(ps: Any, tools: Sequence[dict[str, Any]]) -> tuple[Any, froz
         _local.domain = cache
     decoder = cache.get(key)
     if decoder is None:
-        decoder = ps.Decoder(samprate=16000, loglevel="FATAL", dict=str(dic), lm=str(lm), **DOMAIN_OPTIONS)
+        decoder = ps.Decoder(samprate=16000, loglevel="FATAL", dict=str(dic), lm=str(lm))
         cache[key] = decoder
         while len(cache) > DOMAIN_DECODERS_PER_THREAD:
             cache.popitem(last=False)
