@@ -20,7 +20,7 @@ import time
 import wave
 import warnings
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import soxr
@@ -58,7 +58,7 @@ class RatecvConverter:
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate, self.out_rate = in_rate, out_rate
-        self._state: object = None
+        self._state: Any = None
 
     def process(self, pcm16: bytes) -> bytes:
         out, self._state = audioop.ratecv(pcm16, 2, 1, self.in_rate, self.out_rate, self._state)
@@ -214,7 +214,7 @@ def band_limit(x: np.ndarray, rate: int, lo: float, hi: float) -> np.ndarray:
     return np.fft.irfft(spec, len(x))
 
 
-def per_frame_us(fn: Callable[[bytes], object], frames: list[bytes], passes: int = 5) -> float:
+def per_frame_us(fn: Callable[[Any], object], frames: Sequence[Any], passes: int = 5) -> float:
     """Median over `passes` of the mean wall time per frame, in microseconds."""
     times = []
     for _ in range(passes):

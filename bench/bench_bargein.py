@@ -17,7 +17,9 @@ Per barge-in k of a call:
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +43,7 @@ class BargeInResult:
     clear_ms: Dist
     error_ms: Dist
     errors: np.ndarray  # per barge-in truncation error, ms (for the plot)
+    bias_ms: float  # mean of audio_end_ms - heard: negative when the gateway truncates early
     truncates: int
     deletes: int
     rejected: int
@@ -48,12 +51,14 @@ class BargeInResult:
     unmatched_calls: int = 0  # calls whose clears and truncates could not be paired one to one
 
 
-async def run(mode: str, calls: int, per_call: int, log: object = print) -> BargeInResult:
+async def run(mode: str, calls: int, per_call: int, log: Callable[[str], None] = print,
+              source: Path | None = None) -> BargeInResult:
+    """`source`: run the gateway from another copy of the code (before/after comparisons)."""
     pacer = Pacer()  # the bargein behaviour paces itself; the peer wants one all the same
     pairs: list[tuple[SimulatedCaller, PeerConnection]] = []
     results: list[CallResult] = []
     async with BenchPeer(PeerOptions(audio_mode=mode, behaviour="bargein", barge_ins=per_call), pacer) as peer:
-        async with running_gateway(peer.base_url, mode, core=0) as gw:
+        async with running_gateway(peer.base_url, mode, core=0, source=source) as gw:
             try:
                 for _ in range(calls):
                     caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
@@ -67,9 +72,10 @@ async def run(mode: str, calls: int, per_call: int, log: object = print) -> Barg
 
 
 def _score(mode: str, pairs: list[tuple[SimulatedCaller, PeerConnection]], results: list[CallResult],
-           log: object) -> BargeInResult:
+           log: Callable[[str], None]) -> BargeInResult:
     clear_ms: list[float] = []
     errors: list[float] = []
+    signed: list[float] = []
     barges = clears = truncates = deletes = unmatched = 0
     rejected: list[str] = []
     for (caller, conn), res in zip(pairs, results):
@@ -89,11 +95,13 @@ def _score(mode: str, pairs: list[tuple[SimulatedCaller, PeerConnection]], resul
             clear_ms.append((t0 + clear.at_ms / 1000 - barge.sent_at) * 1000)
             heard = clear.heard_ms - before
             before = clear.heard_ms
-            errors.append(abs((trunc.audio_end_ms or 0) - heard))
+            signed.append((trunc.audio_end_ms or 0) - heard)
+            errors.append(abs(signed[-1]))
     out = BargeInResult(
         mode=mode, calls=len(pairs), barge_ins=barges, clears=clears, clear_ms=Dist.of(clear_ms),
-        error_ms=Dist.of(errors), errors=np.asarray(errors), truncates=truncates, deletes=deletes,
+        error_ms=Dist.of(errors), errors=np.asarray(errors),
+        bias_ms=float(np.mean(signed)) if signed else float("nan"), truncates=truncates, deletes=deletes,
         rejected=len(rejected), rejected_examples=rejected[:3], unmatched_calls=unmatched)
-    log(f"  barge-in {mode}: {barges} barge-ins, clear p99 {out.clear_ms.p99:.2f} ms, "  # type: ignore[operator]
-        f"truncation error p99 {out.error_ms.p99:.1f} ms, {len(rejected)} rejected, {unmatched} calls unmatched")
+    log(f"  barge-in {mode}: {barges} barge-ins, clear p99 {out.clear_ms.p99:.2f} ms, "
+        f"truncation error p99 {out.error_ms.p99:.1f} ms (bias {out.bias_ms:+.1f} ms), {len(rejected)} rejected, {unmatched} calls unmatched")
     return out

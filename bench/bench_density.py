@@ -24,6 +24,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import httpx
@@ -40,7 +41,9 @@ P99_TARGET_MS = 10.0
 LATE_MS = 20.0
 LATE_FRACTION_MAX = 0.001
 TAIL_SLACK = 10
-SIM_BUSY_MAX = 0.85  # above this the load generator's own queueing would show up as latency
+SIM_BUSY_MAX = 0.85
+SATURATED = 0.9
+SETUP_BUDGET_S = 30.0  # a gateway that cannot set up the calls of a level in this time is far past capacity  # gateway CPU share at which a failing level stops the ramp  # above this the load generator's own queueing would show up as latency
 
 
 @dataclass
@@ -82,16 +85,18 @@ def pin_load_side() -> None:
         os.sched_setaffinity(0, {1})
 
 
-def nonempty_outputs(convert: object, inputs: list[str], count: int) -> np.ndarray:
+def nonempty_outputs(convert: Callable[[str], str], inputs: list[str], count: int) -> np.ndarray:
     """Indices of the inputs whose conversion produced output, replaying the gateway's converter."""
-    out = [i for i in range(count) if convert(inputs[i % len(inputs)])]  # type: ignore[operator]
+    out = [i for i in range(count) if convert(inputs[i % len(inputs)])]
     return np.asarray(out, dtype=np.int64)
 
 
 class DensityRun:
     def __init__(self, mode: str, window_s: float, warm_s: float, max_frames: int = 20000,
-                 on_window: Callable[[int, float], Awaitable[None]] | None = None, loop: str = "default") -> None:
+                 on_window: Callable[[int, float], Awaitable[None]] | None = None, loop: str = "default",
+                 source: Path | None = None) -> None:
         self.mode = mode
+        self.source = source
         self.loop = loop
         self.on_window = on_window  # e.g. a profiler attached to the gateway (pid, seconds)
         self.window_s = window_s
@@ -102,8 +107,10 @@ class DensityRun:
         self.m2c_map = nonempty_outputs(ModelToCaller(mode).convert, self.peer_chunks, max_frames)
         self.nominal_gap_ms = 20.0 * max_frames / max(1, len(self.m2c_map))
         self._next_index = 0
+        self.saturated_at: int | None = None  # the level that used the whole core and failed
+        self.skipped: list[int] = []  # levels not run because of that
 
-    async def run(self, levels: list[int], must: set[int], log: object = print) -> list[Level]:
+    async def run(self, levels: list[int], must: set[int], log: Callable[[str], None] = print) -> list[Level]:
         """Ramp through `levels`; after the first failure only the levels in `must` still run."""
         pin_load_side()
         pacer = Pacer()
@@ -111,7 +118,7 @@ class DensityRun:
         results: list[Level] = []
         try:
             async with BenchPeer(PeerOptions(audio_mode=self.mode, behaviour="stream"), pacer) as peer:
-                async with running_gateway(peer.base_url, self.mode, core=0, loop=self.loop) as gw:
+                async with running_gateway(peer.base_url, self.mode, core=0, loop=self.loop, source=self.source) as gw:
                     async with httpx.AsyncClient(trust_env=False, timeout=15) as http:
                         await self._level(1, gw, peer, pacer, http, window_s=2.0, baseline=None)  # warm-up
                         baseline = gw.rss_kib()
@@ -119,15 +126,18 @@ class DensityRun:
                         for n in levels:
                             if failed and n not in must:
                                 continue
+                            if self.saturated_at is not None:
+                                self.skipped.append(n)
+                                continue
                             res = await self._level(n, gw, peer, pacer, http, self.window_s, baseline)
                             results.append(res)
-                            log(f"  {self.mode} {n:4d} calls: c2m p99 {res.c2m.p99:.2f} ms, m2c p99 "  # type: ignore[operator]
+                            log(f"  {self.mode} {n:4d} calls: c2m p99 {res.c2m.p99:.2f} ms, m2c p99 "
                                 f"{res.m2c.p99:.2f} ms, late {res.late_fraction:.4%}, gateway "
                                 f"{res.gateway_busy:.0%}, load side {res.sim_busy:.0%}, other processes {res.other_busy:.0%}, "
                                 f"{'pass' if res.passed else 'FAIL'} {' '.join(res.problems)}")
                             failed = failed or not res.passed
-                            if failed and not (set(levels[levels.index(n) + 1:]) & must):
-                                break
+                            if not res.passed and res.gateway_busy >= SATURATED:
+                                self.saturated_at = n  # more calls would only queue: set-up crawls
         finally:
             await pacer.stop()
         return results
@@ -139,6 +149,9 @@ class DensityRun:
         t_setup = time.monotonic()
         try:
             for i in range(n):
+                if time.monotonic() - t_setup > SETUP_BUDGET_S:
+                    problems.append(f"set-up stopped after {len(pairs)} calls: the gateway answered too slowly")
+                    break
                 caller = LoadCaller(1_000_000 + self._next_index, pacer, self.caller_payloads)
                 self._next_index += 1
                 target = await caller.webhook(http, gw.url, AUTH_TOKEN)

@@ -15,6 +15,7 @@ Latency = the caller's first outbound media frame - the moment its media socket 
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 from dataclasses import dataclass
 
 from bench.gwproc import AUTH_TOKEN, running_gateway
@@ -60,7 +61,7 @@ async def _sample(url: str, gap_s: float) -> float:
     return result.first_audio_ms
 
 
-async def run(samples: int, log: object = print) -> list[GreetingCase]:
+async def run(samples: int, log: Callable[[str], None] = print) -> list[GreetingCase]:
     import httpx
 
     pacer = Pacer()
@@ -83,7 +84,7 @@ async def run(samples: int, log: object = print) -> list[GreetingCase]:
                         unclaimed = int(await gw.metric(http, "voicegw_prewarm_unclaimed_total") - before)
                         case = GreetingCase(label, gap, Dist.of(values), unclaimed)
                         out.append(case)
-                        log(f"  greeting, {label}: p50 {case.first_audio_ms.p50:.1f} ms, "  # type: ignore[operator]
+                        log(f"  greeting, {label}: p50 {case.first_audio_ms.p50:.1f} ms, "
                             f"p95 {case.first_audio_ms.p95:.1f} ms")
     finally:
         await pacer.stop()

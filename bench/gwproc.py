@@ -93,12 +93,14 @@ class GatewayProcess:
 
 @contextlib.asynccontextmanager
 async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | None = 0,
-                          prewarm_timeout_s: int = 15, loop: str = "default") -> AsyncIterator[GatewayProcess]:
+                          prewarm_timeout_s: int = 15, loop: str = "default",
+                          source: Path | None = None) -> AsyncIterator[GatewayProcess]:
     """Start the gateway, wait until it answers /healthz, stop it (SIGTERM, then SIGKILL).
 
     The gateway is the ordinary CLI started through `bench.gw_launch`, which logs garbage
     collection pauses; `loop="uvloop"` installs uvloop's event loop policy first, to measure what
-    the event loop implementation is worth.
+    the event loop implementation is worth. `source` runs the voicegw package found in another
+    directory (an exported older commit, for before/after comparisons).
     """
     with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
         agent = Path(tmp) / "agent.yaml"
@@ -119,9 +121,15 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         log_path = Path(tmp) / "gateway.log"
+        here = Path(__file__).resolve().parent
+        cwd = here.parent
+        if source is not None:
+            (source / "bench").mkdir(exist_ok=True)
+            shutil.copy(here / "gw_launch.py", source / "bench" / "gw_launch.py")
+            (source / "bench" / "__init__.py").touch()
+            cwd = source
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=Path(__file__).resolve().parent.parent)
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         gw = GatewayProcess(proc.pid, f"http://127.0.0.1:{port}", log_path, gc_log)
         try:
             async with httpx.AsyncClient(trust_env=False) as http:

@@ -77,7 +77,7 @@ class LoadCaller(WsEndpoint):
         self._slot = slot
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            await loop.create_connection(lambda: self, parts.hostname, parts.port or 80)
+            await loop.create_connection(lambda: self, parts.hostname or "127.0.0.1", parts.port or 80)
             await self.opened
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

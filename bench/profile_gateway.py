@@ -1,4 +1,4 @@
-"""Profile the gateway under load: `python -m bench.profile_gateway MODE CALLS [SECONDS]`.
+"""Profile the gateway under load: `python -m bench.profile_gateway MODE CALLS [SECONDS [uvloop]]`.
 
 Runs one density level and samples the gateway process with py-spy (`pip install py-spy`)
 during the measurement window, then prints the functions with the most samples, by own time and
@@ -38,7 +38,7 @@ def summarize(raw: Path, top: int = 30) -> str:
     return "\n".join(out)
 
 
-async def main(mode: str, calls: int, seconds: float) -> None:
+async def main(mode: str, calls: int, seconds: float, loop: str) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = Path(tempfile.mkdtemp(prefix="voicegw-prof-")) / "gateway.txt"
 
@@ -49,7 +49,7 @@ async def main(mode: str, calls: int, seconds: float) -> None:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.wait_for(proc.wait(), window_s + 30)
 
-    run = DensityRun(mode, window_s=seconds, warm_s=2.0, on_window=record)
+    run = DensityRun(mode, window_s=seconds, warm_s=2.0, on_window=record, loop=loop)
     [level] = await run.run([calls], set())
     print(f"{mode} {calls} calls: gateway {level.gateway_busy:.0%} of a core, "
           f"{level.cpu_ms_per_call_s:.2f} ms CPU per call-second")
@@ -59,4 +59,5 @@ async def main(mode: str, calls: int, seconds: float) -> None:
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 10.0))
+    args = sys.argv[1:] + [""] * 4
+    uvloop.run(main(args[0], int(args[1]), float(args[2] or 10), args[3] or "default"))

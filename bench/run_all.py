@@ -23,8 +23,11 @@ QUICK_LEVELS = [1, 50, 200]
 MUST = {1, 50, 200}  # reported whatever happens at other levels
 
 
+_T0 = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    print(f"[{time.monotonic() - _T0:6.1f} s] {msg}", flush=True)
 
 
 async def run(quick: bool, only: set[str]) -> Results:
@@ -35,11 +38,15 @@ async def run(quick: bool, only: set[str]) -> Results:
     if "density" in only:
         for mode in ("pcm16", "g711_ulaw"):
             log(f"density, {mode}")
-            res.density[mode] = await DensityRun(mode, window, warm).run(QUICK_LEVELS if quick else FULL_LEVELS, MUST, log)
+            ramp = DensityRun(mode, window, warm)
+            res.density[mode] = await ramp.run(QUICK_LEVELS if quick else FULL_LEVELS, MUST, log)
+            res.saturated[mode] = (ramp.saturated_at, ramp.skipped)
         if not quick:
             for mode in ("pcm16", "g711_ulaw"):
                 log(f"density on uvloop, {mode}")
-                res.uvloop += await DensityRun(mode, window, warm, loop="uvloop").run([100, 200], {100, 200}, log)
+                ramp = DensityRun(mode, window, warm, loop="uvloop")
+                res.uvloop += await ramp.run([100, 200], {100, 200}, log)
+                res.saturated[f"{mode} on uvloop"] = (ramp.saturated_at, ramp.skipped)
     if "greeting" in only:
         log("greeting latency")
         res.greeting = await bench_greeting.run(5 if quick else 20, log)
