@@ -65,15 +65,19 @@ class Playout:
         """
         if mark not in self._by_mark:
             return None
+        # when playback of the acknowledged chunks should have ended: an ack arrives a network
+        # delay after the fact, and the next chunk started playing at that predicted end
+        ended = self._head_since if self._head_since is not None else now
         while self._pending:
             chunk = self._pending.popleft()
             self._by_mark.discard(chunk.mark)
+            ended = max(ended, chunk.sent_at) + chunk.length_ms / 1000.0
             prev = self._heard_end.get(chunk.item_id, 0.0)
             self._heard_end[chunk.item_id] = max(prev, chunk.end_ms)
             if chunk.mark == mark:
                 if self._pending:
                     head = self._pending[0]
-                    self._head_since = max(now, head.sent_at)
+                    self._head_since = max(min(now, ended), head.sent_at)
                 else:
                     self._head_since = None
                 return chunk
