@@ -1,11 +1,12 @@
 """Start `voicegw serve` with two optional measurement hooks (used by bench.gwproc).
 
-    python -m bench.gw_launch [--gc-log PATH] [--uvloop] serve --agent ... --port ...
+    python -m bench.gw_launch [--gc-log PATH] [--asyncio] serve --agent ... --port ...
 
 `--gc-log` appends one line per garbage collection (monotonic time, generation, pause in ms),
-so the density benchmark can report the collector's pauses inside its window. `--uvloop`
-installs uvloop's event loop policy first, to measure what the event loop is worth. Everything
-after the options is the ordinary `voicegw` command line.
+so the density benchmark can report the collector's pauses inside its window. `voicegw serve`
+runs on uvloop when it can import it; `--asyncio` hides uvloop so it falls back to the standard
+event loop, to measure what the event loop is worth. Everything after the options is the
+ordinary `voicegw` command line.
 """
 from __future__ import annotations
 
@@ -32,10 +33,8 @@ def main(argv: list[str]) -> int:
         opt = argv.pop(0)
         if opt == "--gc-log":
             log_gc_pauses(open(argv.pop(0), "w", buffering=1))
-        elif opt == "--uvloop":
-            import uvloop
-
-            uvloop.install()
+        elif opt == "--asyncio":
+            sys.modules["uvloop"] = None  # type: ignore[assignment]  # `import uvloop` now fails
         else:
             print(f"unknown option {opt}", file=sys.stderr)
             return 2

@@ -98,8 +98,8 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
     """Start the gateway, wait until it answers /healthz, stop it (SIGTERM, then SIGKILL).
 
     The gateway is the ordinary CLI started through `bench.gw_launch`, which logs garbage
-    collection pauses; `loop="uvloop"` installs uvloop's event loop policy first, to measure what
-    the event loop implementation is worth. `source` runs the voicegw package found in another
+    collection pauses; `loop="asyncio"` keeps it off uvloop (on the standard event loop), to
+    measure what the event loop implementation is worth. `source` runs the voicegw package found in another
     directory (an exported older commit, for before/after comparisons).
     """
     with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
@@ -115,8 +115,8 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
         })
         gc_log = Path(tmp) / "gc.log"
         cmd = [sys.executable, "-m", "bench.gw_launch", "--gc-log", str(gc_log)]
-        if loop == "uvloop":
-            cmd.append("--uvloop")
+        if loop == "asyncio":
+            cmd.append("--asyncio")
         cmd += ["serve", "--agent", str(agent), "--port", str(port)]
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]

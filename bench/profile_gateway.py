@@ -1,4 +1,4 @@
-"""Profile the gateway under load: `python -m bench.profile_gateway MODE CALLS [SECONDS [uvloop]]`.
+"""Profile the gateway under load: `python -m bench.profile_gateway MODE CALLS [SECONDS [asyncio]]`.
 
 Runs one density level and samples the gateway process with py-spy (`pip install py-spy`)
 during the measurement window, then prints the functions with the most samples, by own time and

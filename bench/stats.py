@@ -25,5 +25,5 @@ class Dist:
         return cls(int(v.size), float(p50), float(p95), float(p99), float(v.max()))
 
     def cells(self, digits: int = 2) -> str:
-        """`| p50 | p95 | p99 | max |` cells for a Markdown table."""
-        return " | ".join(f"{x:.{digits}f}" for x in (self.p50, self.p95, self.p99, self.max))
+        """"p50 / p95 / p99 / max" for one Markdown table cell."""
+        return " / ".join(f"{x:.{digits}f}" for x in (self.p50, self.p95, self.p99, self.max))
