@@ -89,8 +89,8 @@ async def serve(settings: Settings, *, log_level: str = "info") -> None:
 
 
 def run(settings: Settings, log_level: str = "info") -> None:
-    """Serve on uvloop when it is installed (uvicorn[standard] brings it): about a fifth less CPU
-    per call-second than the standard event loop in the density benchmark."""
+    """Serve on uvloop when it is installed (uvicorn[standard] brings it); the density benchmark
+    measured a few percent less CPU per call-second than the standard event loop."""
     try:
         import uvloop
     except ImportError:
