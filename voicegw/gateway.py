@@ -127,9 +127,7 @@ class Gateway:
         self.calls[call_sid] = call
         self.metrics.calls_started += 1
         self.calllog.call_started(info)
-        task = asyncio.ensure_future(call.start_model(self.open_model))
-        call._tasks.add(task)
-        task.add_done_callback(call._tasks.discard)
+        call.begin(self.open_model)
         return call
 
     def prewarm(self, call_sid: str, from_number: str, to_number: str) -> Call:
@@ -146,15 +144,15 @@ class Gateway:
         if timer is not None:
             timer.cancel()
         call = self.calls.get(call_sid)
-        if call is None or call.ended.is_set() or call._claimed:
+        if call is None or call.ended.is_set() or call.claimed:
             return None
-        call._claimed = True
+        call.claimed = True
         return call
 
     def _expire(self, call_sid: str) -> None:
         self._prewarm_timers.pop(call_sid, None)
         call = self.calls.get(call_sid)
-        if call is not None and not call._claimed:
+        if call is not None and not call.claimed:
             self.metrics.prewarm_unclaimed += 1
             log.info("call %s: pre-warmed model session not claimed in %.0fs; closing", call_sid, self.settings.prewarm_timeout)
             call.end("stream_never_started")

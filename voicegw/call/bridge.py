@@ -88,7 +88,7 @@ class Call:
         self._tool_tasks: dict[str, asyncio.Task[Any]] = {}
         self._timer_wake = asyncio.Event()
         self._timer_due: float | None = None  # the deadline the timer task is sleeping until
-        self._claimed = False
+        self.claimed = False  # a media stream has taken this call (pre-warm no longer expires it)
         self._open_model: Callable[[], Awaitable[RealtimeConnection]] | None = None
 
     # ------------------------------------------------------------------------------ tasks
@@ -100,6 +100,10 @@ class Call:
         return task
 
     # ---------------------------------------------------------------------- model side
+    def begin(self, open_model: Callable[[], Awaitable["RealtimeConnection"]]) -> None:
+        """Start opening the model session in the background (the call's first task)."""
+        self._spawn(self.start_model(open_model), "start")
+
     async def start_model(self, open_model: Callable[[], Awaitable["RealtimeConnection"]]) -> None:
         """Open the model session (pre-warm: called from the webhook, before the stream)."""
         self._open_model = open_model
@@ -158,7 +162,7 @@ class Call:
 
     # ------------------------------------------------------------------ telephony side
     async def attach(self, ws: MediaSocket, start: tel.StreamStarted) -> None:
-        self._claimed = True
+        self.claimed = True
         self.ws = ws
         self.info = CallInfo(
             call_sid=self.info.call_sid, stream_sid=start.stream_sid, from_number=self.info.from_number,
@@ -208,8 +212,7 @@ class Call:
                 elif isinstance(act, RunTool):
                     self._tool_tasks[act.call_id] = self._spawn(self._run_tool(act), f"tool:{act.name}")
                 elif isinstance(act, CancelTools):
-                    for task in self._tool_tasks.values():
-                        task.cancel()
+                    self._cancel_tools()
                 elif isinstance(act, Control):
                     # awaited in order: a transfer must reach the provider before the stream closes,
                     # or closing the stream would end the call first
@@ -273,9 +276,12 @@ class Call:
             if isinstance(act, Log):
                 self.sink.event(self.info.call_sid, act.event)
             elif isinstance(act, CancelTools):
-                for task in self._tool_tasks.values():
-                    task.cancel()
+                self._cancel_tools()
         self._finish(reason)
+
+    def _cancel_tools(self) -> None:
+        for task in self._tool_tasks.values():
+            task.cancel()
 
     def _finish(self, reason: str) -> None:
         if self.ended.is_set():

@@ -15,7 +15,7 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 
-from voicegw.audio.transcode import CallerToModel, ModelToCaller, b64_decoded_len
+from voicegw.audio.transcode import CallerToModel, ModelToCaller, model_audio_ms
 from voicegw.call.actions import (
     Action,
     CallEvent,
@@ -73,7 +73,6 @@ class CallSession:
         self.playout = Playout()
         self.to_model = CallerToModel(opts.audio_mode)
         self.to_caller = ModelToCaller(opts.audio_mode)
-        self._bytes_per_ms = 48.0 if opts.audio_mode == "pcm16" else 8.0
         self.active_response: str | None = None  # the in-conversation response in progress
         self.oob_active: set[str] = set()  # out-of-band responses in progress (fillers, goodbyes)
         self.stale: set[str] = set()  # cancelled responses whose late deltas are dropped
@@ -108,9 +107,6 @@ class CallSession:
             if len(self._history) > 40:
                 del self._history[next(iter(self._history))]
         return Log(CallEvent(event_kind, now + self.wall_offset, data))
-
-    def _ms_of(self, audio_b64: str) -> float:
-        return b64_decoded_len(audio_b64) / self._bytes_per_ms
 
     def _create_response(self, acts: list[Action], **kw: object) -> None:
         acts.append(SendModel(ev.CreateResponse(**kw)))  # type: ignore[arg-type]
@@ -264,7 +260,7 @@ class CallSession:
     def _audio_delta(self, e: ev.AudioDelta, now: float) -> list[Action]:
         if e.response_id in self.stale:
             return []
-        end = self.produced_ms.get(e.item_id, 0.0) + self._ms_of(e.audio_b64)
+        end = self.produced_ms.get(e.item_id, 0.0) + model_audio_ms(e.audio_b64, self.opts.audio_mode)
         self.produced_ms[e.item_id] = end
         out = self.to_caller.convert(e.audio_b64)
         # the resampler holds some audio back: what goes out now ends that much earlier
@@ -337,16 +333,19 @@ class CallSession:
         acts += self._continue(now)
         return acts
 
+    @staticmethod
+    def _say_out_of_band(text: str, kind: str) -> SendModel:
+        """A verbatim line spoken outside the conversation (fillers, goodbyes): the model's context
+        is not changed by it, and barge-in never truncates it."""
+        return SendModel(ev.CreateResponse(instructions=SAY_EXACTLY.format(text=text), conversation="none",
+                                           metadata={"voicegw": kind}, input=()))
+
     def _filler(self, response_id: str) -> list[Action]:
         for name in self.tools.names_running():
             line = self.opts.fillers.get(name)
             if line:
                 self._filler_sent_for.add(response_id)
-                acts: list[Action] = []
-                acts.append(SendModel(ev.CreateResponse(
-                    instructions=SAY_EXACTLY.format(text=line), conversation="none",
-                    metadata={"voicegw": "filler"}, input=())))
-                return acts
+                return [self._say_out_of_band(line, "filler")]
         return []
 
     def _continue(self, now: float) -> list[Action]:
@@ -533,9 +532,7 @@ class CallSession:
             acts.append(SendModel(ev.CancelResponse()))
             self.stale.add(self.active_response)
         self.active_response = None
-        acts.append(SendModel(ev.CreateResponse(
-            instructions=SAY_EXACTLY.format(text=self.opts.time_limit_message), conversation="none",
-            metadata={"voicegw": "goodbye"}, input=())))
+        acts.append(self._say_out_of_band(self.opts.time_limit_message, "goodbye"))
         acts += self._begin_exit(Control("hangup"), "max_duration", now, goodbye=False)
         self._goodbye_pending = True
         self._exit_deadline = now + min(self.opts.exit_grace_s, 15.0)

@@ -89,8 +89,7 @@ async def media_stream(ws: WebSocket) -> None:
     call = gw.claim(start.call_sid)
     if call is None:  # the pre-warmed session expired, or the webhook ran on another replica
         p = start.custom_parameters
-        call = gw.create_call(start.call_sid, p.get("From", ""), p.get("To", ""))
-        call._claimed = True
+        call = gw.create_call(start.call_sid, p.get("From", ""), p.get("To", ""))  # attach() claims it
     reader = asyncio.ensure_future(_read_frames(ws, gw, call))
     ended = asyncio.ensure_future(call.ended.wait())
     try:
