@@ -13,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VOICEGW_HOST=0.0.0.0 \
     VOICEGW_PORT=8080 \
-    VOICEGW_DATA_DIR=/data
+    VOICEGW_DATA_DIR=/data \
+    VOICEGW_LOG_FORMAT=json
 RUN groupadd --system --gid 10001 voicegw \
  && useradd --system --uid 10001 --gid voicegw --home-dir /data --shell /usr/sbin/nologin voicegw \
  && mkdir -p /data && chown voicegw:voicegw /data

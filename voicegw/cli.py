@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from voicegw import logs
 from voicegw.config import Settings
 from voicegw.yamlsrc import ConfigError
 
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicegw", description="Phone calls to Realtime voice agents.")
     parser.add_argument("--log-level", default=os.environ.get("VOICEGW_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=os.environ.get("VOICEGW_LOG_FORMAT") or None, choices=logs.FORMATS,
+                        help="json: one JSON object per line; text: for people (env VOICEGW_LOG_FORMAT; "
+                             "default text when stderr is a terminal, json otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway")
@@ -112,13 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    """One log format for every subcommand; the secrets the settings hold never reach a line."""
+    logs.configure(level=args.log_level, fmt=args.log_format)
+    logs.register_environment(os.environ)
+    if getattr(args, "api_key", None):
+        logs.register_secret(args.api_key)
+    try:
+        logs.register_settings(Settings.from_env(os.environ))
+    except ConfigError:
+        pass  # the command loads the settings again and reports the error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "websockets"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        _setup_logging(args)
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"voicegw: configuration error: {exc}", file=sys.stderr)

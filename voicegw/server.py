@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from voicegw import logs
 from voicegw.app import create_app
 from voicegw.config import Settings
 from voicegw.gateway import Gateway
@@ -79,6 +80,7 @@ async def serve(settings: Settings, *, log_level: str = "info") -> None:
         assembled.app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
         ws_max_size=16 * 1024 * 1024, ws_per_message_deflate=False, proxy_headers=True,
         forwarded_allow_ips="*", timeout_graceful_shutdown=10, access_log=False,
+        log_config=logs.uvicorn_log_config(),  # no handlers of its own: voicegw's format (voicegw.logs)
     )
     server = uvicorn.Server(config)
     tune_gc()
