@@ -224,6 +224,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError("environment", None, name, f"expected an integer, got {v!r}") from None
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks, normalised ('10.0.0.7' -> '10.0.0.7/32')."""
+    import ipaddress
+
+    out = []
+    for item in env.get(name, "").split(","):
+        if item.strip():
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ConfigError("environment", None, name,
+                                  f"expected IP addresses or CIDR networks, got {item.strip()!r}") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     public_url: str | None = None
@@ -243,6 +258,7 @@ class Settings:
     prewarm_timeout: float = 15.0
     model_connect_timeout: float = 10.0
     tool_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
 
     @property
     def webhook_auth_enabled(self) -> bool:
@@ -277,6 +293,7 @@ class Settings:
             stream_token_ttl=float(_int(env, "VOICEGW_STREAM_TOKEN_TTL", 300)),
             prewarm_timeout=float(_int(env, "VOICEGW_PREWARM_TIMEOUT", 15)),
             tool_hosts=tuple(h.strip() for h in env.get("VOICEGW_TOOL_HOSTS", "").split(",") if h.strip()),
+            trusted_proxies=_networks(env, "VOICEGW_TRUSTED_PROXIES"),
         )
         if secret_txt:
             values["stream_secret"] = secret_txt.encode()

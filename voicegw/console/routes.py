@@ -7,6 +7,9 @@
     GET  /console/login        login form            POST /console/login, /console/logout
     GET  /console/static/...   the UI's files
 
+Every operator credential (bearer token, session cookie, login form) is checked by `OperatorAuth`,
+which throttles failures per client: a locked-out client gets 429 with Retry-After.
+
 Every response carries a strict Content-Security-Policy: the UI loads only its own script and
 style, so even a rendering mistake could not run a script that arrived in a transcript.
 """
@@ -27,8 +30,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicegw.calllog.service import CallLogService
 from voicegw.config import Settings
-from voicegw.console.auth import COOKIE, COOKIE_TTL_S, OperatorAuth
+from voicegw.console.auth import COOKIE, COOKIE_TTL_S, OperatorAuth, Verdict
 from voicegw.console.live import live_response
+from voicegw.console.throttle import AuthThrottle
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -87,14 +91,19 @@ class _Secured:
         await self.app(scope, receive, send_with_headers)
 
 
-def console_routes(calllog: CallLogService, settings: Settings) -> list[BaseRoute]:
-    auth = OperatorAuth(settings)
+def console_routes(calllog: CallLogService, settings: Settings,
+                   throttle: AuthThrottle | None = None) -> list[BaseRoute]:
+    """`throttle` is the failed-credential throttle to use (a fresh one with default limits if
+    omitted); passing one lets its limits and clock be chosen."""
+    auth = OperatorAuth(settings, throttle)
 
     def api_denied(request: Request) -> Response | None:
         verdict = auth.check(request)
         if verdict.allowed:
             return None
         headers = {"WWW-Authenticate": 'Bearer realm="voicegw"'} if verdict.status == 401 else {}
+        if verdict.retry_after:
+            headers["Retry-After"] = str(verdict.retry_after)
         return json_response({"error": verdict.message}, verdict.status, headers)
 
     def ui_denied(request: Request) -> Response | None:
@@ -102,8 +111,17 @@ def console_routes(calllog: CallLogService, settings: Settings) -> list[BaseRout
         if verdict.allowed:
             return None
         if verdict.status == 401 or (verdict.status == 403 and request.cookies.get(COOKIE)):
-            return RedirectResponse("/console/login", 303, headers=SECURITY_HEADERS)
-        return Response(verdict.message, verdict.status, SECURITY_HEADERS, media_type="text/plain")
+            resp = RedirectResponse("/console/login", 303, headers=SECURITY_HEADERS)
+            if verdict.stale_cookie:  # dropped, so that reloading the page does not count again
+                resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+            return resp
+        return text_denied(verdict)
+
+    def text_denied(verdict: Verdict) -> Response:
+        headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+        if verdict.retry_after:
+            headers["Retry-After"] = str(verdict.retry_after)
+        return Response(verdict.message, verdict.status, headers, media_type="text/plain")
 
     async def list_calls(request: Request) -> Response:
         if (denied := api_denied(request)) is not None:
@@ -160,7 +178,10 @@ def console_routes(calllog: CallLogService, settings: Settings) -> list[BaseRout
             if len(body) > MAX_FORM_BYTES:
                 return Response("form too large", 413, SECURITY_HEADERS, media_type="text/plain")
         token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0].strip()
-        if not auth.token_ok(token):
+        verdict = auth.login(request, token)
+        if verdict.status == 429:
+            return text_denied(verdict)
+        if not verdict.allowed:
             return RedirectResponse("/console/login?failed=1", 303, headers=SECURITY_HEADERS)
         resp = RedirectResponse("/console", 303, headers=SECURITY_HEADERS)
         secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
