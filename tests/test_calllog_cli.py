@@ -10,7 +10,7 @@ import time
 import pytest
 
 from calllog_support import serve_console
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog import cli
 from voicegw.calllog.service import open_calllog
 from voicegw.config import Settings
@@ -32,8 +32,8 @@ async def svc(tmp_path):
     s.call_started(CallInfo("CAOLD", "MZ0", "+15550000000", "+15559990000", "support", now - 40 * 86400))
     s.call_ended("CAOLD", "caller_hangup", now - 40 * 86400 + 20)
     s.call_started(CallInfo("CANEW", "MZ1", "+15551112222", "+15559990000", "sales", now - 30))
-    s.event("CANEW", CallEvent("transcript", now - 29, {"role": "caller", "item_id": "a", "text": "I need a refund"}))
-    s.event("CANEW", CallEvent("tool.call", now - 28, {"call_id": "c1", "name": "refund", "arguments": '{"order": 7}'}))
+    s.event("CANEW", CallLogEntry("transcript", now - 29, {"role": "caller", "item_id": "a", "text": "I need a refund"}))
+    s.event("CANEW", CallLogEntry("tool.call", now - 28, {"call_id": "c1", "name": "refund", "arguments": '{"order": 7}'}))
     await s.flush()
     yield s, Settings.from_env({"VOICEGW_DATABASE_URL": url, "VOICEGW_OPERATOR_TOKENS": TOKEN})
     await s.aclose()
@@ -75,8 +75,8 @@ async def test_prune(svc) -> None:
 async def test_tail_polls_the_database(svc) -> None:
     s, settings = svc
     task = asyncio.create_task(run(settings, "tail", "CANEW", "--count", "4"))
-    s.event("CANEW", CallEvent("dtmf", time.time(), {"digit": "4"}))
-    s.event("CANEW", CallEvent("transcript", time.time(), {"role": "agent", "item_id": "b", "text": "Done."}))
+    s.event("CANEW", CallLogEntry("dtmf", time.time(), {"digit": "4"}))
+    s.event("CANEW", CallLogEntry("transcript", time.time(), {"role": "agent", "item_id": "b", "text": "Done."}))
     await s.flush()
     code, text = await asyncio.wait_for(task, 10)
     lines = text.splitlines()  # the call's stored events, then the new ones
@@ -92,7 +92,7 @@ async def test_tail_of_all_calls_starts_from_now(svc) -> None:
     s.call_started(CallInfo("CAX", started_at=time.time()))
     await s.flush()
     for _ in range(200):
-        s.event("CAX", CallEvent("dtmf", time.time(), {"digit": "9"}))
+        s.event("CAX", CallLogEntry("dtmf", time.time(), {"digit": "9"}))
         await s.flush()
         if task.done():
             break
@@ -107,7 +107,7 @@ async def test_tail_follows_a_gateway(svc, capsys) -> None:
         code, _ = await run(settings, "tail", "--url", url, "--token", "wrong")
         assert code == 1 and "HTTP 403" in capsys.readouterr().err
         task = asyncio.create_task(run(settings, "tail", "CANEW", "--url", url, "--count", "3"))
-        s.event("CANEW", CallEvent("barge_in", time.time(), {"item_id": "b", "heard_ms": 640, "produced_ms": 1500, "action": "truncate"}))
+        s.event("CANEW", CallLogEntry("barge_in", time.time(), {"item_id": "b", "heard_ms": 640, "produced_ms": 1500, "action": "truncate"}))
         code, text = await asyncio.wait_for(task, 10)  # the two stored events, then the live one
         lines = text.splitlines()
         assert code == 0 and len(lines) == 3

@@ -18,7 +18,7 @@ from voicegw.calllog.service import open_calllog
 CHILD = textwrap.dedent(
     """
     import asyncio, sys, time
-    from voicegw.call.actions import CallEvent, CallInfo
+    from voicegw.calllog.entries import CallInfo, CallLogEntry
     from voicegw.calllog.service import open_calllog
 
     async def main(url):
@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
         n = 0
         while True:
             for _ in range(10):
-                svc.event("CAKILL", CallEvent("transcript", time.time(),
+                svc.event("CAKILL", CallLogEntry("transcript", time.time(),
                           {"role": "caller", "item_id": f"i{n}", "text": f"line {n}"}))
                 n += 1
             await svc.flush()

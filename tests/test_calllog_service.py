@@ -7,7 +7,7 @@ import time
 import pytest
 
 from pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.bus import Bus, SubscriptionDropped
 from voicegw.calllog.service import CallLogService, open_calllog
 from voicegw.calllog.store import open_store
@@ -50,7 +50,7 @@ async def test_service_writes_and_publishes_in_order(tmp_path) -> None:
         t0 = time.time()
         svc.call_started(CallInfo("CA1", "MZ1", "+1555", "+1666", "support", t0))
         for i in range(20):
-            svc.event("CA1", CallEvent("transcript", t0 + i, {"role": "caller", "item_id": f"i{i}", "text": f"line {i}"}))
+            svc.event("CA1", CallLogEntry("transcript", t0 + i, {"role": "caller", "item_id": f"i{i}", "text": f"line {i}"}))
         svc.call_ended("CA1", "caller_hangup", t0 + 30)
         await svc.flush()
         first = await next_msg(sub)
@@ -72,7 +72,7 @@ async def test_full_queue_drops_events_and_never_blocks(tmp_path) -> None:
     svc = CallLogService(store, max_queue=5)
     svc.call_started(CallInfo("CA1", started_at=time.time()))
     for i in range(12):
-        svc.event("CA1", CallEvent("dtmf", time.time(), {"digit": str(i % 10)}))
+        svc.event("CA1", CallLogEntry("dtmf", time.time(), {"digit": str(i % 10)}))
     assert svc.dropped == 7
     await svc.start()
     try:
@@ -96,7 +96,7 @@ async def test_store_failures_are_retried(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(svc.store, "append_events", flaky)
     try:
         svc.call_started(CallInfo("CA1", started_at=time.time()))
-        svc.event("CA1", CallEvent("dtmf", time.time(), {"digit": "1"}))
+        svc.event("CA1", CallLogEntry("dtmf", time.time(), {"digit": "1"}))
         await svc.flush()
         assert len((await svc.store.get_call("CA1"))["events"]) == 1 and svc.lost == 0
     finally:
@@ -107,7 +107,7 @@ async def test_aclose_writes_what_is_queued(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     svc = await open_calllog(url, batch_window=5.0)
     svc.call_started(CallInfo("CA1", started_at=time.time()))
-    svc.event("CA1", CallEvent("dtmf", time.time(), {"digit": "1"}))
+    svc.event("CA1", CallLogEntry("dtmf", time.time(), {"digit": "1"}))
     await svc.aclose()
     store = open_store(url)
     try:
@@ -142,10 +142,10 @@ async def test_listen_notify_reaches_another_replica(pg_url: str) -> None:
         sub_b = b.bus.subscribe()
         t0 = time.time()
         a.call_started(CallInfo("CA1", "MZ1", "+1555", "+1666", "support", t0))
-        a.event("CA1", CallEvent("transcript", t0, {"role": "caller", "item_id": "i1", "text": "hello from replica a"}))
+        a.event("CA1", CallLogEntry("transcript", t0, {"role": "caller", "item_id": "i1", "text": "hello from replica a"}))
         big = "x" * 20000
-        a.event("CA1", CallEvent("tool.result", t0, {"call_id": "c1", "name": "lookup", "ok": True, "result": big}))
-        a.event("CA1", CallEvent("dtmf", t0, {"digit": "7"}))
+        a.event("CA1", CallLogEntry("tool.result", t0, {"call_id": "c1", "name": "lookup", "ok": True, "result": big}))
+        a.event("CA1", CallLogEntry("dtmf", t0, {"digit": "7"}))
         sent = time.monotonic()
         started = await next_msg(sub_b)
         assert started["type"] == "call.started" and started["agent"] == "support"

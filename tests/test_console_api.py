@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from calllog_support import console_app, serve_console
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.service import CallLogService, open_calllog
 from voicegw.config import Settings
 from voicegw.console.auth import COOKIE
@@ -27,8 +27,8 @@ async def calllog(tmp_path) -> AsyncIterator[CallLogService]:
     svc = await open_calllog(f"sqlite:///{tmp_path / 'c.db'}")
     t0 = time.time() - 60
     svc.call_started(CallInfo("CA1", "MZ1", "+15550001111", "+15559990000", "support", t0))
-    svc.event("CA1", CallEvent("transcript", t0 + 1, {"role": "caller", "item_id": "i1", "text": XSS}))
-    svc.event("CA1", CallEvent("barge_in", t0 + 2, {"item_id": "i2", "heard_ms": 800, "produced_ms": 2000}))
+    svc.event("CA1", CallLogEntry("transcript", t0 + 1, {"role": "caller", "item_id": "i1", "text": XSS}))
+    svc.event("CA1", CallLogEntry("barge_in", t0 + 2, {"item_id": "i2", "heard_ms": 800, "produced_ms": 2000}))
     svc.call_ended("CA1", "caller_hangup", t0 + 10)
     svc.call_started(CallInfo("CA2", "MZ2", "+15550002222", "+15559990000", "sales", t0 + 5))
     await svc.flush()
@@ -185,7 +185,7 @@ async def test_live_stream_replays_then_follows_a_call(tmp_path) -> None:
     try:
         t0 = time.time()
         svc.call_started(CallInfo("CA9", "MZ9", "+1555", "+1666", "support", t0))
-        svc.event("CA9", CallEvent("transcript", t0, {"role": "caller", "item_id": "a", "text": "before"}))
+        svc.event("CA9", CallLogEntry("transcript", t0, {"role": "caller", "item_id": "a", "text": "before"}))
         await svc.flush()
         async with serve_console(svc, settings(operator_tokens=(TOKEN,))) as url:
             async with httpx.AsyncClient(base_url=url, timeout=10) as c:
@@ -199,8 +199,8 @@ async def test_live_stream_replays_then_follows_a_call(tmp_path) -> None:
                     assert kind == "call" and data["from"] == "+1555"
                     kind, data, first_id = await anext(frames)
                     assert kind == "call.event" and data["data"]["text"] == "before"
-                    svc.event("CA9", CallEvent("transcript", time.time(), {"role": "agent", "item_id": "b", "text": "after"}))
-                    svc.event("CA1", CallEvent("dtmf", time.time(), {"digit": "1"}))  # another call: filtered
+                    svc.event("CA9", CallLogEntry("transcript", time.time(), {"role": "agent", "item_id": "b", "text": "after"}))
+                    svc.event("CA1", CallLogEntry("dtmf", time.time(), {"digit": "1"}))  # another call: filtered
                     svc.call_ended("CA9", "caller_hangup", time.time())
                     kind, data, next_id = await anext(frames)
                     assert kind == "call.event" and data["data"]["text"] == "after" and next_id > first_id
@@ -220,7 +220,7 @@ async def test_live_stream_replays_then_follows_a_call(tmp_path) -> None:
                     frames = sse_frames(resp)
                     kind, data, _ = await anext(frames)
                     assert kind == "snapshot" and {x["call_sid"] for x in data["calls"]} == {"CA10", "CA1"}  # CA9 ended
-                    svc.event("CA10", CallEvent("dtmf", time.time(), {"digit": "3"}))
+                    svc.event("CA10", CallLogEntry("dtmf", time.time(), {"digit": "3"}))
                     kind, data, _ = await anext(frames)
                     assert kind == "call.event" and data["call_sid"] == "CA10"
     finally:

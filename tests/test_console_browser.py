@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from calllog_support import serve_console
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.service import open_calllog
 from voicegw.config import Settings
 
@@ -59,7 +59,7 @@ async def test_live_call_page_with_published_events(browser: Browser, tmp_path: 
 
             t0 = time.time()
             svc.call_started(CallInfo("CAB1", "MZB1", "+15550001111", "+15559990000", "support", t0))
-            svc.event("CAB1", CallEvent("transcript", t0, {"role": "agent", "item_id": "g", "text": "Hello, Acme support."}))
+            svc.event("CAB1", CallLogEntry("transcript", t0, {"role": "agent", "item_id": "g", "text": "Hello, Acme support."}))
             await svc.flush()
             # the calls page lists the active call
             await page.reload()
@@ -73,16 +73,16 @@ async def test_live_call_page_with_published_events(browser: Browser, tmp_path: 
 
             # live: each event appears without a reload
             sent = time.monotonic()
-            svc.event("CAB1", CallEvent("transcript", time.time(), {"role": "caller", "item_id": "c1", "text": "Where is order 42?"}))
+            svc.event("CAB1", CallLogEntry("transcript", time.time(), {"role": "caller", "item_id": "c1", "text": "Where is order 42?"}))
             await wait_text(page, "#transcript li.caller", "Where is order 42?")
             print(f"event to screen: {1000 * (time.monotonic() - sent):.0f} ms")
-            svc.event("CAB1", CallEvent("transcript", time.time(), {"role": "agent", "item_id": "a1", "text": "Let me look that up and tell you everything"}))
-            svc.event("CAB1", CallEvent("barge_in", time.time(), {"item_id": "a1", "heard_ms": 640, "produced_ms": 1800, "action": "truncate", "cancelled": True}))
-            svc.event("CAB1", CallEvent("transcript", time.time(), {"role": "agent", "item_id": "a1", "text": "Let me look", "cut": True}))
-            svc.event("CAB1", CallEvent("tool.call", time.time(), {"call_id": "t1", "name": "track_order", "arguments": '{"order_id": "42"}'}))
-            svc.event("CAB1", CallEvent("tool.result", time.time(), {"call_id": "t1", "name": "track_order", "ok": True, "result": {"eta": "Friday"}, "duration_ms": 120.0}))
-            svc.event("CAB1", CallEvent("turn.latency", time.time(), {"item_id": "a1", "latency_ms": 512.0}))
-            svc.event("CAB1", CallEvent("transcript", time.time(), {"role": "caller", "item_id": "c2", "text": XSS}))
+            svc.event("CAB1", CallLogEntry("transcript", time.time(), {"role": "agent", "item_id": "a1", "text": "Let me look that up and tell you everything"}))
+            svc.event("CAB1", CallLogEntry("barge_in", time.time(), {"item_id": "a1", "heard_ms": 640, "produced_ms": 1800, "action": "truncate", "cancelled": True}))
+            svc.event("CAB1", CallLogEntry("transcript", time.time(), {"role": "agent", "item_id": "a1", "text": "Let me look", "cut": True}))
+            svc.event("CAB1", CallLogEntry("tool.call", time.time(), {"call_id": "t1", "name": "track_order", "arguments": '{"order_id": "42"}'}))
+            svc.event("CAB1", CallLogEntry("tool.result", time.time(), {"call_id": "t1", "name": "track_order", "ok": True, "result": {"eta": "Friday"}, "duration_ms": 120.0}))
+            svc.event("CAB1", CallLogEntry("turn.latency", time.time(), {"item_id": "a1", "latency_ms": 512.0}))
+            svc.event("CAB1", CallLogEntry("transcript", time.time(), {"role": "caller", "item_id": "c2", "text": XSS}))
 
             await wait_text(page, "#timeline tr[data-kind='barge_in']", "heard 640 ms of 1800 ms produced")
             await wait_text(page, "#timeline tr[data-kind='tool.call']", 'track_order({"order_id": "42"})')

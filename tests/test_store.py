@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import pytest
 
 from pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.store import Store, open_store
 
 
@@ -32,26 +32,26 @@ def info(sid: str, t: float, frm: str = "+15550001111", agent: str = "support") 
                     agent=agent, started_at=t)
 
 
-def conversation(t0: float) -> list[CallEvent]:
+def conversation(t0: float) -> list[CallLogEntry]:
     return [
-        CallEvent("stream.started", t0, {"stream_sid": "MZ1", "tracks": ["inbound"]}),
-        CallEvent("speech.started", t0 + 1, {"audio_start_ms": 1000}),
-        CallEvent("speech.stopped", t0 + 2, {"audio_end_ms": 2000}),
-        CallEvent("transcript", t0 + 2.1, {"role": "caller", "item_id": "i1", "text": "Where is my parcel?", "cut": False}),
-        CallEvent("response.started", t0 + 2.2, {"response_id": "r1"}),
-        CallEvent("turn.latency", t0 + 2.5, {"item_id": "i2", "latency_ms": 480.0}),
-        CallEvent("tool.call", t0 + 2.6, {"call_id": "c1", "name": "track", "arguments": '{"id": "42"}'}),
-        CallEvent("tool.result", t0 + 2.9, {"call_id": "c1", "name": "track", "ok": True, "result": {"eta": "today"}, "duration_ms": 300.0}),
-        CallEvent("transcript", t0 + 3, {"role": "agent", "item_id": "i2", "text": "It arrives today, and then", "cut": False}),
-        CallEvent("barge_in", t0 + 3.5, {"item_id": "i2", "heard_ms": 1200, "produced_ms": 2400, "action": "truncate", "cancelled": True}),
-        CallEvent("transcript", t0 + 3.6, {"role": "agent", "item_id": "i2", "text": "It arrives today", "cut": True}),
-        CallEvent("response.done", t0 + 3.7, {"response_id": "r1", "status": "cancelled",
+        CallLogEntry("stream.started", t0, {"stream_sid": "MZ1", "tracks": ["inbound"]}),
+        CallLogEntry("speech.started", t0 + 1, {"audio_start_ms": 1000}),
+        CallLogEntry("speech.stopped", t0 + 2, {"audio_end_ms": 2000}),
+        CallLogEntry("transcript", t0 + 2.1, {"role": "caller", "item_id": "i1", "text": "Where is my parcel?", "cut": False}),
+        CallLogEntry("response.started", t0 + 2.2, {"response_id": "r1"}),
+        CallLogEntry("turn.latency", t0 + 2.5, {"item_id": "i2", "latency_ms": 480.0}),
+        CallLogEntry("tool.call", t0 + 2.6, {"call_id": "c1", "name": "track", "arguments": '{"id": "42"}'}),
+        CallLogEntry("tool.result", t0 + 2.9, {"call_id": "c1", "name": "track", "ok": True, "result": {"eta": "today"}, "duration_ms": 300.0}),
+        CallLogEntry("transcript", t0 + 3, {"role": "agent", "item_id": "i2", "text": "It arrives today, and then", "cut": False}),
+        CallLogEntry("barge_in", t0 + 3.5, {"item_id": "i2", "heard_ms": 1200, "produced_ms": 2400, "action": "truncate", "cancelled": True}),
+        CallLogEntry("transcript", t0 + 3.6, {"role": "agent", "item_id": "i2", "text": "It arrives today", "cut": True}),
+        CallLogEntry("response.done", t0 + 3.7, {"response_id": "r1", "status": "cancelled",
                                               "usage": {"total_tokens": 100, "input_tokens": 60, "output_tokens": 40,
                                                         "input_token_details": {"audio_tokens": 50}}}),
-        CallEvent("response.done", t0 + 4, {"response_id": "r2", "status": "completed",
+        CallLogEntry("response.done", t0 + 4, {"response_id": "r2", "status": "completed",
                                             "usage": {"total_tokens": 10, "input_tokens": 6, "output_tokens": 4,
                                                       "input_token_details": {"audio_tokens": 5}}}),
-        CallEvent("dtmf", t0 + 4.1, {"digit": "5"}),
+        CallLogEntry("dtmf", t0 + 4.1, {"digit": "5"}),
     ]
 
 
@@ -100,7 +100,7 @@ async def test_open_append_close_and_record(store: Store) -> None:
 
 async def test_events_for_a_call_never_opened_create_it(store: Store) -> None:
     t0 = time.time()
-    await store.append_events("CAX", [CallEvent("call.started", t0, {"call_sid": "CAX", "from": "+1", "to": "+2", "agent": "a"})])
+    await store.append_events("CAX", [CallLogEntry("call.started", t0, {"call_sid": "CAX", "from": "+1", "to": "+2", "agent": "a"})])
     row = await store.get_call("CAX", with_events=False)
     assert row is not None and (row["from"], row["to"], row["agent"], row["status"]) == ("+1", "+2", "a", "active")
 
@@ -110,7 +110,7 @@ async def test_list_filters_search_and_pagination(store: Store) -> None:
     for i in range(7):
         sid = f"CA{i:02d}"
         await store.open_call(info(sid, t0 + i, frm=f"+1555000{i:04d}", agent="sales" if i % 2 else "support"))
-        await store.append_events(sid, [CallEvent("transcript", t0 + i, {"role": "caller", "item_id": "x", "text": f"order {i} 100%_done"})])
+        await store.append_events(sid, [CallLogEntry("transcript", t0 + i, {"role": "caller", "item_id": "x", "text": f"order {i} 100%_done"})])
         if i < 5:
             await store.close_call(sid, "caller_hangup", t0 + i + 1)
 
@@ -155,7 +155,7 @@ async def test_same_start_time_paginates_without_loss(store: Store) -> None:
 async def test_mark_interrupted(store: Store) -> None:
     t0 = time.time() - 100
     await store.open_call(info("CA1", t0))
-    await store.append_events("CA1", [CallEvent("speech.started", t0 + 7, {})])
+    await store.append_events("CA1", [CallLogEntry("speech.started", t0 + 7, {})])
     await store.open_call(info("CA2", t0 + 50))
     await store.open_call(info("CA3", t0))
     await store.close_call("CA3", "caller_hangup", t0 + 3)
@@ -190,7 +190,7 @@ async def test_reclaim_orphans_spares_live_owners(store: Store, store_url: str) 
 async def test_prune(store: Store) -> None:
     now = time.time()
     await store.open_call(info("OLD", now - 40 * 86400))
-    await store.append_events("OLD", [CallEvent("dtmf", now - 40 * 86400, {"digit": "1"})])
+    await store.append_events("OLD", [CallLogEntry("dtmf", now - 40 * 86400, {"digit": "1"})])
     await store.close_call("OLD", "caller_hangup", now - 40 * 86400 + 10)
     await store.open_call(info("OLDACTIVE", now - 40 * 86400))
     await store.open_call(info("NEW", now - 86400))
@@ -208,8 +208,8 @@ async def test_many_concurrent_calls(store: Store) -> None:
         sid = f"CC{i:03d}"
         await store.open_call(info(sid, t0 + i * 0.001))
         for j in range(5):
-            await store.append_events(sid, [CallEvent("transcript", t0 + j, {"role": "caller", "item_id": f"{sid}-{j}", "text": f"call {i} line {j}"}),
-                                            CallEvent("dtmf", t0 + j, {"digit": str(j)})])
+            await store.append_events(sid, [CallLogEntry("transcript", t0 + j, {"role": "caller", "item_id": f"{sid}-{j}", "text": f"call {i} line {j}"}),
+                                            CallLogEntry("dtmf", t0 + j, {"digit": str(j)})])
         await store.close_call(sid, "caller_hangup", t0 + 10)
 
     await asyncio.gather(*(one(i) for i in range(40)))

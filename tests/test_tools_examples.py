@@ -24,7 +24,7 @@ import uvicorn
 from examples.appointments.booking import read_bookings
 from examples.order_status.demo_api import create_app
 from tests.harness import AUTH_TOKEN, running_gateway
-from voicegw.call.actions import HangUp, ToolContext
+from voicegw.tools.contract import HangUp, ToolContext
 from voicegw.config import Settings
 from voicegw.sim.caller import SimulatedCaller
 from voicegw.tools.routing import AgentRegistry

@@ -27,7 +27,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from voicegw.call.actions import HangUp, ToolContext, Transfer
+from voicegw.tools.contract import HangUp, ToolContext, Transfer
 from voicegw.config import Settings, load_agent
 from voicegw.tools import hosts
 from voicegw.tools.runner import MAX_OUTPUT_CHARS, ToolSet, load_toolset
@@ -429,21 +429,30 @@ async def test_lookup_in_csv_and_yaml_tables(tmp_path: Path) -> None:
     assert json.loads(gold.output)["rows"] == [{"plan": "gold", "price": 30}]
 
 
-async def test_context_agent_selects_the_switched_to_agents_tools(tmp_path: Path) -> None:
+async def test_switch_agent_names_the_target_whose_own_toolset_runs_its_tools(tmp_path: Path) -> None:
+    from voicegw.tools.loader import AgentLoader
+
     (tmp_path / "billing.yaml").write_text(textwrap.dedent("""\
         tools:
           - name: balance
             description: the balance
             static: {result: {balance: 12}}
         """))
-    tools = toolset(tmp_path, """
-    - name: to_billing
-      description: hand over
-      builtin: {name: switch_agent, agent: billing.yaml}
-    """)
-    out = await tools.run(CTX, "to_billing", "{}")
+    (tmp_path / "agent.yaml").write_text(textwrap.dedent("""\
+        name: t
+        tools:
+          - name: to_billing
+            description: hand over
+            builtin: {name: switch_agent, agent: billing.yaml}
+        """))
+    loader = AgentLoader(SETTINGS, tmp_path)
+    key = loader.add(load_agent(tmp_path / "agent.yaml"))
+    entries = loader.build()
+    out = await entries[key].tools.run(CTX, "to_billing", "{}")
     assert out.effect is not None and out.effect.agent == "billing.yaml"  # type: ignore[union-attr]
+    assert [d.name for d in out.effect.session.tools] == ["balance"]  # type: ignore[union-attr]
     after = ToolContext(**{**CTX.__dict__, "agent": "billing.yaml"})
-    balance = await tools.run(after, "balance", "{}")
+    balance = await entries["billing.yaml"].tools.run(after, "balance", "{}")
     assert balance.ok and json.loads(balance.output) == {"balance": 12}
-    assert not (await tools.run(CTX, "balance", "{}")).ok
+    # each toolset runs only its own agent's tools: the switch is the call core's, not the runner's
+    assert not (await entries[key].tools.run(after, "balance", "{}")).ok

@@ -224,6 +224,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError("environment", None, name, f"expected an integer, got {v!r}") from None
 
 
+def _duration(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    v = env.get(name, "").strip()
+    if not v:
+        return default
+    try:
+        secs = parse_duration(v)
+    except ValueError as exc:
+        raise ConfigError("environment", None, name, str(exc)) from None
+    if secs <= 0:
+        raise ConfigError("environment", None, name, f"must be a positive duration, got {v!r}")
+    return secs
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """Comma-separated IP addresses or CIDR networks, normalised ('10.0.0.7' -> '10.0.0.7/32')."""
     import ipaddress
@@ -259,6 +272,16 @@ class Settings:
     model_connect_timeout: float = 10.0
     tool_hosts: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
+    model_session_max: float | None = None  # None: the service's documented lifetime for the dialect
+
+    @property
+    def model_session_lifetime(self) -> float:
+        """How long a model session lives before the service ends it: VOICEGW_MODEL_SESSION_MAX,
+        else 30 min for the preview dialect and 60 min for GA and OpenAI (the embedded local model
+        also says when its sessions expire, and the earlier of the two counts)."""
+        if self.model_session_max is not None:
+            return self.model_session_max
+        return 1800.0 if self.model is not None and self.model.dialect == "preview" else 3600.0
 
     @property
     def webhook_auth_enabled(self) -> bool:
@@ -294,6 +317,7 @@ class Settings:
             prewarm_timeout=float(_int(env, "VOICEGW_PREWARM_TIMEOUT", 15)),
             tool_hosts=tuple(h.strip() for h in env.get("VOICEGW_TOOL_HOSTS", "").split(",") if h.strip()),
             trusted_proxies=_networks(env, "VOICEGW_TRUSTED_PROXIES"),
+            model_session_max=_duration(env, "VOICEGW_MODEL_SESSION_MAX", None),
         )
         if secret_txt:
             values["stream_secret"] = secret_txt.encode()

@@ -8,15 +8,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicegw.call.actions import CallInfo, CallLogSink, Control, NullSink, ToolRunner
-from voicegw.call.bridge import Call
-from voicegw.call.session import SessionOptions
+from voicegw.call.actions import Control
+from voicegw.call.bridge import CallBridge
+from voicegw.call.core import CoreOptions
+from voicegw.calllog.entries import CallInfo, CallLogSink, NullSink
 from voicegw.config import Settings
 from voicegw.realtime.auth import NoAuth, auth_for
 from voicegw.realtime.connection import RealtimeConnection
 from voicegw.realtime.dialects import dialect_for
 from voicegw.telephony.rest import TwilioRest, run_rest
 from voicegw.telephony.twilio import TwilioMediaCodec
+from voicegw.tools.contract import ToolRunner
 
 log = logging.getLogger("voicegw.gateway")
 
@@ -54,7 +56,7 @@ class Gateway:
         self.registry = registry
         self.calllog: CallLogSink = calllog or NullSink()
         self.codec = TwilioMediaCodec()
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, CallBridge] = {}
         self.metrics = Metrics()
         self.local_model: Any = None
         self._rest = rest
@@ -82,9 +84,11 @@ class Gateway:
             log.info("model: %s", self.settings.model.describe())
 
     async def stop(self) -> None:
-        for call in list(self.calls.values()):
-            call.end("gateway_shutdown")
-            await call.aclose()
+        calls = list(self.calls.values())
+        for call in calls:
+            call.shutdown("gateway_shutdown")
+        if calls:
+            await asyncio.gather(*(call.aclose("gateway_shutdown") for call in calls))
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if self.local_model is not None:
@@ -96,14 +100,15 @@ class Gateway:
     # --------------------------------------------------------------------------- model
     async def open_model(self) -> RealtimeConnection:
         try:
+            # retries are the call core's decision (voicegw.call.modellink): one attempt here
             return await RealtimeConnection.open(
-                self._url, self._auth, self._dialect, open_timeout=self.settings.model_connect_timeout)
+                self._url, self._auth, self._dialect, open_timeout=self.settings.model_connect_timeout, retries=0)
         except Exception:
             self.metrics.model_connect_failures += 1
             raise
 
     # --------------------------------------------------------------------------- calls
-    def create_call(self, call_sid: str, from_number: str, to_number: str) -> Call:
+    def create_call(self, call_sid: str, from_number: str, to_number: str) -> CallBridge:
         """Create the call and start opening its model session (pre-warm)."""
         entry = self.registry.for_number(to_number)
         agent = entry.agent.config
@@ -113,24 +118,25 @@ class Gateway:
             line = tools.filler(decl.name)
             if line:
                 fillers[decl.name] = line
-        opts = SessionOptions(
+        opts = CoreOptions(
             session_config=entry.session_config(),
             audio_mode=agent.audio_mode,
             greeting_text=agent.greeting.text if agent.greeting else None,
             greeting_instructions=agent.greeting.instructions if agent.greeting else None,
             max_call_duration_s=agent.max_call_duration,
             fillers=fillers,
+            model_session_max_s=self.settings.model_session_lifetime,
         )
         info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=entry.key,
                         started_at=time.time())
-        call = Call(info, entry.key, opts, self.codec, tools, self.calllog, self)
+        call = CallBridge(info, entry.key, opts, self.codec, tools, self.calllog, self, self.open_model)
         self.calls[call_sid] = call
         self.metrics.calls_started += 1
         self.calllog.call_started(info)
-        call.begin(self.open_model)
+        call.begin()
         return call
 
-    def prewarm(self, call_sid: str, from_number: str, to_number: str) -> Call:
+    def prewarm(self, call_sid: str, from_number: str, to_number: str) -> CallBridge:
         existing = self.calls.get(call_sid)
         if existing is not None:
             return existing  # a retried webhook: keep the session already warming
@@ -139,7 +145,7 @@ class Gateway:
         self._prewarm_timers[call_sid] = loop.call_later(self.settings.prewarm_timeout, self._expire, call_sid)
         return call
 
-    def claim(self, call_sid: str) -> Call | None:
+    def claim(self, call_sid: str) -> CallBridge | None:
         timer = self._prewarm_timers.pop(call_sid, None)
         if timer is not None:
             timer.cancel()
@@ -155,8 +161,7 @@ class Gateway:
         if call is not None and not call.claimed:
             self.metrics.prewarm_unclaimed += 1
             log.info("call %s: pre-warmed model session not claimed in %.0fs; closing", call_sid, self.settings.prewarm_timeout)
-            call.end("stream_never_started")
-            task = asyncio.ensure_future(call.aclose())
+            task = asyncio.ensure_future(call.aclose("stream_never_started"))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -182,7 +187,7 @@ class Gateway:
         async with asyncio.timeout(timeout):
             await waiter.wait()
 
-    def call_finished(self, call: Call) -> None:
+    def call_finished(self, call: CallBridge) -> None:
         waiter = self._finished_waiters.pop(call.info.call_sid, None)
         if waiter is not None:
             waiter.set()

@@ -357,3 +357,4 @@ def _route_uvicorn() -> None:
             logger.removeHandler(h)
         logger.propagate = True
         logger.disabled = False
+        logger.setLevel(logging.NOTSET)  # the root level decides (an earlier server may have set one)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from voicegw.call.actions import ToolContext
+from voicegw.tools.contract import ToolContext
 from voicegw.tools import ToolError
 
 SLOTS = Path(__file__).with_name("slots.csv")

@@ -1,9 +1,17 @@
-"""The thin asyncio layer around the sans-I/O call session.
+"""The thin asyncio shell around the sans-I/O call core.
 
-One `Call` per phone call: it owns the model connection, the provider's media socket once the
-stream is attached, a timer and the running tools. Every task it starts is cancelled when the call
-ends, and every network await has a timeout. All decisions are made by `CallSession`; this file only
-moves bytes and performs the actions the session returns.
+One `CallBridge` per phone call. It feeds the core what happens (stream frames, model events, tool
+outcomes, timer ticks, lost sockets) and performs the actions the core returns. It decides nothing.
+
+How nothing is lost: `perform` is a plain function, not a coroutine. Each action is a non-blocking
+step -- queue a frame on the caller's writer, queue a command on a model link's writer, hand an
+entry to the call log, start a task -- so an action list is always performed to its end, in order,
+whatever path produced it (normal traffic, a lost socket, shutdown, an unclaimed pre-warm). A send
+that fails fails in its writer's task and comes back to the core as an event (telephony lost,
+model link down), whose actions are performed the same way. Each action is guarded on its own, so a
+failure performing one never skips the ones after it.
+
+Every task the call starts is cancelled when the call ends, and every network await has a timeout.
 """
 from __future__ import annotations
 
@@ -11,36 +19,29 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from voicegw.call.actions import (
-    Action,
-    CallEvent,
-    CallInfo,
-    CallLogSink,
-    CancelTools,
-    Control,
-    EndCall,
-    Log,
-    RunTool,
-    SendModel,
-    SendTelephony,
-    SwitchAgent,
-    ToolContext,
-    ToolOutcome,
-    ToolRunner,
+    Action, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
-from voicegw.call.session import CallSession, SessionOptions
+from voicegw.call.core import CallCore, CoreOptions
+from voicegw.call.writer import Writer
+from voicegw.calllog.entries import CallInfo, CallLogSink
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
+from voicegw.tools.contract import ToolContext, ToolOutcome, ToolRunner
 
 if TYPE_CHECKING:
     from voicegw.realtime.connection import RealtimeConnection
 
 log = logging.getLogger("voicegw.call")
 
-SEND_TIMEOUT_S = 5.0
-CONTROL_TIMEOUT_S = 15.0
+SEND_TIMEOUT_S = 5.0  # a batch of frames to the provider
+CONTROL_TIMEOUT_S = 15.0  # a REST call-control request
+CLOSE_TIMEOUT_S = 3.0  # closing a socket
+DRAIN_TIMEOUT_S = 2.0  # frames still queued for the caller when the call ends
+MODEL_QUEUE_MAX = 500  # commands waiting for a model link (10 s of caller audio): more means it is stuck
 
 
 class MediaSocket(Protocol):
@@ -56,40 +57,56 @@ class CallHooks(Protocol):
 
     async def call_control(self, call_sid: str, control: Control) -> None: ...
 
-    def call_finished(self, call: "Call") -> None: ...
+    def call_finished(self, call: "CallBridge") -> None: ...
 
 
-class Call:
+@dataclass
+class _Link:
+    """One model session of the call: its connection once open, its writer, its reader task."""
+
+    n: int
+    task: asyncio.Task[Any] | None = None
+    conn: "RealtimeConnection | None" = None
+    writer: Writer[ev.ClientCommand] | None = None
+    closing: bool = field(default=False)
+
+
+class CallBridge:
     def __init__(
         self,
         info: CallInfo,
         agent_key: str,
-        options: SessionOptions,
+        options: CoreOptions,
         codec: tel.MediaStreamCodec,
         tools: ToolRunner,
         sink: CallLogSink,
         hooks: CallHooks,
+        open_model: Callable[[], Awaitable["RealtimeConnection"]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.info = info
         self.agent_key = agent_key
         self.clock = clock
-        self.session = CallSession(codec, options, clock(), wall_offset=time.time() - clock())
+        self.core = CallCore(options, clock(), wall_offset=time.time() - clock())
+        self.codec = codec
         self.tools = tools
         self.sink = sink
         self.hooks = hooks
-        self.conn: RealtimeConnection | None = None
+        self._open_model = open_model
         self.ws: MediaSocket | None = None
-        self.ended = asyncio.Event()
+        self._caller: Writer[str] | None = None
+        self._stream_sid = ""
+        self._links: dict[int, _Link] = {}
+        self.ended = asyncio.Event()  # the core ended the call
+        self.closed = asyncio.Event()  # everything is released
         self.end_reason: str | None = None
-        self.closed_code: int | None = None
-        self._send_lock = asyncio.Lock()
+        self.claimed = False  # a media stream has taken this call (pre-warm no longer expires it)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tool_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._control_tasks: set[asyncio.Task[Any]] = set()
+        self._closers: set[asyncio.Task[Any]] = set()  # closing model links: not cancelled at the end
         self._timer_wake = asyncio.Event()
-        self._timer_due: float | None = None  # the deadline the timer task is sleeping until
-        self.claimed = False  # a media stream has taken this call (pre-warm no longer expires it)
-        self._open_model: Callable[[], Awaitable[RealtimeConnection]] | None = None
+        self._timer_due: float | None = None  # the deadline the timer task sleeps until
 
     # ------------------------------------------------------------------------------ tasks
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -99,152 +116,198 @@ class Call:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # ---------------------------------------------------------------------- model side
-    def begin(self, open_model: Callable[[], Awaitable["RealtimeConnection"]]) -> None:
-        """Start opening the model session in the background (the call's first task)."""
-        self._spawn(self.start_model(open_model), "start")
+    def _spawn_closer(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.info.call_sid}:{name}")
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
-    async def start_model(self, open_model: Callable[[], Awaitable["RealtimeConnection"]]) -> None:
-        """Open the model session (pre-warm: called from the webhook, before the stream)."""
-        self._open_model = open_model
-        try:
-            self.conn = await open_model()
-        except Exception as exc:  # connect failures are reported, the caller hears an apology
-            log.warning("call %s: model connection failed: %s", self.info.call_sid, exc)
-            await self.perform(self.session.on_model_closed(f"connect failed: {exc}", self.clock()))
-            return
-        if self.ended.is_set():
-            await self._close_model()
-            return
-        created = getattr(self.conn, "session_created", None)
-        await self.perform(self.session.on_model(created or ev.SessionStarted(session_id=""), self.clock()))
-        self._spawn(self._model_reader(), "model")
+    def begin(self) -> None:
+        """Start the call: the core opens its first model session (pre-warm), the timer runs."""
         self._spawn(self._timer(), "timer")
+        self.perform(self.core.start(self.clock()))
 
-    async def _model_reader(self) -> None:
-        assert self.conn is not None
-        reason = "closed by the model"
+    # ------------------------------------------------------------------------ interpreter
+    def perform(self, actions: list[Action]) -> None:
+        """Perform every action, in order. Never awaits, never stops early."""
+        for act in actions:
+            kind = type(act)
+            try:
+                if kind is ToModel:
+                    self._to_model(act)  # type: ignore[arg-type]
+                elif kind is ToCaller:
+                    self._to_caller(act.intent)  # type: ignore[union-attr]
+                elif kind is Log:
+                    self.sink.event(self.info.call_sid, act.entry)  # type: ignore[union-attr]
+                else:
+                    self._perform_other(act)
+            except Exception:  # noqa: BLE001 - one failed action must not skip the others
+                log.exception("call %s: performing %s failed", self.info.call_sid, kind.__name__)
+        # Wake the timer only when the core's next deadline moved earlier than the one it sleeps
+        # until: waking it on every frame cost a task switch and a timer per 20 ms of audio.
+        due = self.core.next_deadline()
+        if due is not None and (self._timer_due is None or due < self._timer_due):
+            self._timer_due = due
+            self._timer_wake.set()
+
+    def _perform_other(self, act: Action) -> None:
+        if isinstance(act, RunTool):
+            self._tool_tasks[act.call_id] = self._spawn(self._run_tool(act), f"tool:{act.name}")
+        elif isinstance(act, CancelTools):
+            for task in self._tool_tasks.values():
+                task.cancel()
+        elif isinstance(act, UseAgent):
+            self.tools = self.hooks.toolset_for(act.agent)
+            self.agent_key = act.agent
+        elif isinstance(act, Control):
+            task = self._spawn(self._control(act), f"control:{act.kind}")
+            self._control_tasks.add(task)
+        elif isinstance(act, OpenModel):
+            link = _Link(act.link)
+            self._links[act.link] = link
+            link.task = self._spawn(self._run_link(link, act.delay_s), f"model:{act.link}")
+        elif isinstance(act, CloseModel):
+            self._close_link(act.link)
+        elif isinstance(act, EndCall):
+            if not self.ended.is_set():
+                self.end_reason = act.reason
+                self.ended.set()
+                self._timer_wake.set()
+                self._spawn(self._finish(), "finish")
+        else:
+            raise TypeError(f"not an action: {act!r}")
+
+    def _to_caller(self, intent: tel.StreamIntent) -> None:
+        writer = self._caller
+        if writer is None:
+            return  # no stream yet: the core holds audio until the stream starts
+        if type(intent) is tel.ClearPlayback:
+            writer.purge()  # frames not yet sent are part of what is being cleared
+        writer.put(self.codec.encode(self._stream_sid, intent))
+
+    def _to_model(self, act: ToModel) -> None:
+        link = self._links.get(act.link)
+        if link is None or link.writer is None or link.closing:
+            log.debug("call %s: %s for model link %d dropped (link gone)", self.info.call_sid,
+                      type(act.command).__name__, act.link)
+            return
+        link.writer.put(act.command)
+
+    # ---------------------------------------------------------------------- model links
+    async def _run_link(self, link: _Link, delay_s: float) -> None:
+        """Open model link `link.n`, then feed its events to the core until it closes."""
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         try:
-            async for event in self.conn.events():
-                acts = self.session.on_model(event, self.clock())
-                if acts:
-                    await self.perform(acts)
-                if self.ended.is_set():
-                    return
+            conn = await self._open_model()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # connect failures are the core's to handle
+            self._links.pop(link.n, None)
             reason = str(exc) or type(exc).__name__
-        if self.ended.is_set():
+            log.warning("call %s: model link %d failed to open: %s", self.info.call_sid, link.n, reason)
+            self.perform(self.core.on_model_down(link.n, reason, self.clock(),
+                                                 retryable=bool(getattr(exc, "retryable", True))))
             return
-        if self.session.reconnects < self.session.opts.max_reconnects and self._open_model is not None:
-            if await self._reconnect(reason):
-                return
-        await self.perform(self.session.on_model_closed(reason, self.clock()))
+        link.conn = conn
+        if self.ended.is_set() or link.closing:
+            await _close_quietly(conn)
+            return
+        link.writer = Writer(conn.send, lambda exc: self._link_failed(link, exc), name=f"{self.info.call_sid}:model-out:{link.n}",
+                             max_queued=MODEL_QUEUE_MAX)
+        reason = "closed by the model"
+        try:
+            self.perform(self.core.on_model(conn.session_created, self.clock(), link.n))
+            async for event in conn.events():
+                acts = self.core.on_model(event, self.clock(), link.n)
+                if acts:
+                    self.perform(acts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost link is the core's to handle
+            reason = str(exc) or type(exc).__name__
+        finally:
+            link.writer.close()
+        if self._links.get(link.n) is link and not link.closing:
+            del self._links[link.n]
+            await _close_quietly(conn)
+            log.warning("call %s: model link %d lost: %s", self.info.call_sid, link.n, reason)
+            self.perform(self.core.on_model_down(link.n, reason, self.clock()))
 
-    async def _reconnect(self, reason: str) -> bool:
-        """The model dropped mid-call (session expiry, network): open a new session and go on."""
-        assert self._open_model is not None
-        log.warning("call %s: model connection lost (%s); reconnecting", self.info.call_sid, reason)
-        await self._close_model()
-        for attempt in range(2):
-            try:
-                self.conn = await self._open_model()
-            except Exception as exc:
-                self.sink.event(self.info.call_sid, CallEvent("reconnect", time.time(), {
-                    "attempt": attempt + 1, "ok": False, "error": str(exc)}))
-                await asyncio.sleep(0.5 * (attempt + 1))
-                continue
-            await self.perform(self.session.on_model_reconnected(self.clock()))
-            self._spawn(self._model_reader(), "model")
-            return True
-        return False
+    def _link_failed(self, link: _Link, exc: Exception) -> None:
+        """A send on the link failed or its queue overflowed: the link is down."""
+        if self._links.get(link.n) is not link or link.closing:
+            return
+        del self._links[link.n]
+        link.closing = True
+        if link.task is not None:
+            link.task.cancel()
+        if link.conn is not None:
+            self._spawn_closer(_close_quietly(link.conn), f"model-close:{link.n}")
+        self.perform(self.core.on_model_down(link.n, f"send failed: {exc}", self.clock()))
+
+    def _close_link(self, n: int) -> None:
+        link = self._links.pop(n, None)
+        if link is None:
+            return
+        link.closing = True
+        if link.writer is not None:
+            writer = link.writer
+
+            async def close_after_drain() -> None:
+                await writer.drain(CLOSE_TIMEOUT_S)  # e.g. a last truncate on the old session
+                writer.close()
+                if link.task is not None:
+                    link.task.cancel()
+                if link.conn is not None:
+                    await _close_quietly(link.conn)
+            self._spawn_closer(close_after_drain(), f"model-close:{n}")
+        elif link.task is not None:
+            link.task.cancel()
 
     # ------------------------------------------------------------------ telephony side
     async def attach(self, ws: MediaSocket, start: tel.StreamStarted) -> None:
         self.claimed = True
         self.ws = ws
+        self._stream_sid = start.stream_sid
         self.info = CallInfo(
             call_sid=self.info.call_sid, stream_sid=start.stream_sid, from_number=self.info.from_number,
             to_number=self.info.to_number, agent=self.info.agent, started_at=self.info.started_at,
         )
-        await self.perform(self.session.on_stream(start, self.clock()))
+        self._caller = Writer(ws.send_text, self._caller_failed, name=f"{self.info.call_sid}:caller-out",
+                              timeout_s=SEND_TIMEOUT_S)
+        self.perform(self.core.on_stream(start, self.clock()))
 
-    async def on_frame(self, event: tel.StreamEvent) -> None:
-        acts = self.session.on_stream(event, self.clock())
+    def on_frame(self, event: tel.StreamEvent) -> None:
+        acts = self.core.on_stream(event, self.clock())
         if acts:
-            await self.perform(acts)
+            self.perform(acts)
+
+    def _caller_failed(self, exc: Exception) -> None:
+        log.info("call %s: telephony send failed: %s", self.info.call_sid, exc)
+        self.perform(self.core.on_telephony_lost("telephony_lost", self.clock()))
+
+    def telephony_lost(self, reason: str) -> None:
+        """The media stream ended without the core knowing (socket closed, silence timeout)."""
+        self.perform(self.core.on_telephony_lost(reason, self.clock()))
 
     # ------------------------------------------------------------------------- timer
     async def _timer(self) -> None:
         while not self.ended.is_set():
-            due = self.session.next_deadline()
+            due = self.core.next_deadline()
             delay = 3600.0 if due is None else max(0.0, due - self.clock())
             self._timer_due = due
             self._timer_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=min(delay, 3600.0))
-            acts = self.session.tick(self.clock())
+            acts = self.core.tick(self.clock())
             if acts:
-                await self.perform(acts)
+                self.perform(acts)
 
-    # ------------------------------------------------------------------------ actions
-    async def perform(self, actions: list[Action]) -> None:
-        async with self._send_lock:
-            # consecutive telephony frames (an audio chunk and its mark) share one send deadline
-            pending: list[str] = []
-            for act in actions:
-                if isinstance(act, SendTelephony):
-                    pending.append(act.text)
-                    continue
-                if pending and not await self._send_telephony(pending):
-                    return
-                pending = []
-                if isinstance(act, SendModel):
-                    # RealtimeConnection.send bounds itself (send_timeout) and raises on failure
-                    if self.conn is not None and not self.conn.closed:
-                        try:
-                            await self.conn.send(act.command)
-                        except Exception as exc:
-                            log.info("call %s: model send failed: %s", self.info.call_sid, exc)
-                elif isinstance(act, Log):
-                    self.sink.event(self.info.call_sid, act.event)
-                elif isinstance(act, RunTool):
-                    self._tool_tasks[act.call_id] = self._spawn(self._run_tool(act), f"tool:{act.name}")
-                elif isinstance(act, CancelTools):
-                    self._cancel_tools()
-                elif isinstance(act, Control):
-                    # awaited in order: a transfer must reach the provider before the stream closes,
-                    # or closing the stream would end the call first
-                    await self._control(act)
-                elif isinstance(act, EndCall):
-                    self._finish(act.reason)
-            if pending and not await self._send_telephony(pending):
-                return
-        # Wake the timer only when the session's next deadline moved earlier than the one it
-        # sleeps until: waking it on every frame cost a task and a timer per 20 ms of audio.
-        due = self.session.next_deadline()
-        if due is not None and (self._timer_due is None or due < self._timer_due):
-            self._timer_due = due
-            self._timer_wake.set()
-
-    async def _send_telephony(self, texts: list[str]) -> bool:
-        """Send frames to the provider within SEND_TIMEOUT_S; on failure the call ends (False)."""
-        if self.ws is None:
-            return True
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                for text in texts:
-                    await self.ws.send_text(text)
-        except Exception as exc:
-            log.info("call %s: telephony send failed: %s", self.info.call_sid, exc)
-            self.session.end("telephony_lost", self.clock())
-            self._finish("telephony_lost")
-            return False
-        return True
-
+    # ------------------------------------------------------------------------ tools, control
     async def _run_tool(self, act: RunTool) -> None:
-        ctx = ToolContext(self.info.call_sid, self.info.stream_sid, self.info.from_number, self.info.to_number, self.agent_key)
+        ctx = ToolContext(self.info.call_sid, self.info.stream_sid, self.info.from_number, self.info.to_number,
+                          self.agent_key)
         try:
             outcome: ToolOutcome = await self.tools.run(ctx, act.name, act.arguments)
         except asyncio.CancelledError:
@@ -254,58 +317,56 @@ class Call:
             outcome = ToolOutcome(output='{"error": "the tool failed"}', ok=False, error=type(exc).__name__)
         finally:
             self._tool_tasks.pop(act.call_id, None)
-        if isinstance(outcome.effect, SwitchAgent):
-            self.tools = self.hooks.toolset_for(outcome.effect.agent)
-            self.agent_key = outcome.effect.agent
-        await self.perform(self.session.on_tool_done(act.call_id, outcome, self.clock()))
+        self.perform(self.core.on_tool_done(act.call_id, outcome, self.clock()))
 
     async def _control(self, act: Control) -> None:
         try:
             async with asyncio.timeout(CONTROL_TIMEOUT_S):
                 await self.hooks.call_control(self.info.call_sid, act)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported in the call log, the call still ends
             log.warning("call %s: %s failed: %s", self.info.call_sid, act.kind, exc)
-            self.sink.event(self.info.call_sid, CallEvent("error", time.time(), {
-                "source": "gateway", "message": f"{act.kind} failed: {exc}", "code": "control_failed"}))
+            self.perform(self.core.on_control_failed(act.kind, str(exc), self.clock()))
 
     # ----------------------------------------------------------------------- ending
-    def end(self, reason: str) -> None:
-        """End from outside (socket lost, shutdown, unclaimed pre-warm)."""
-        acts = self.session.end(reason, self.clock())
-        for act in acts:
-            if isinstance(act, Log):
-                self.sink.event(self.info.call_sid, act.event)
-            elif isinstance(act, CancelTools):
-                self._cancel_tools()
-        self._finish(reason)
+    def shutdown(self, reason: str) -> None:
+        """End from outside (gateway shutdown, unclaimed pre-warm). Idempotent."""
+        self.perform(self.core.end(reason, self.clock()))
 
-    def _cancel_tools(self) -> None:
-        for task in self._tool_tasks.values():
-            task.cancel()
-
-    def _finish(self, reason: str) -> None:
-        if self.ended.is_set():
-            return
-        self.end_reason = reason
-        self.ended.set()
-        self._timer_wake.set()
-
-    async def _close_model(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(3.0):
-                    await self.conn.close()
-
-    async def aclose(self) -> None:
-        """Release everything the call holds. Idempotent."""
-        if not self.ended.is_set():
-            self.end("gateway_shutdown")
-        current = asyncio.current_task()
-        tasks = [t for t in list(self._tasks) if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
+    async def _finish(self) -> None:
+        """After EndCall: let control reach the provider, then close everything and report."""
+        try:
+            if self._control_tasks:  # a transfer must reach the provider before the stream closes
+                await asyncio.wait(self._control_tasks, timeout=CONTROL_TIMEOUT_S + 1)
+            if self._caller is not None:
+                await self._caller.drain(DRAIN_TIMEOUT_S)
+                self._caller.close()
+            for n in list(self._links):
+                self._close_link(n)
+            if self.ws is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await self.ws.close(code=1000)
+        finally:
+            current = asyncio.current_task()
+            tasks = [t for t in list(self._tasks) if t is not current]
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._close_model()
-        self.sink.call_ended(self.info.call_sid, self.end_reason or "ended", time.time())
-        self.hooks.call_finished(self)
+            if self._closers:  # model sockets closing (bounded each by CLOSE_TIMEOUT_S)
+                await asyncio.wait(self._closers, timeout=CLOSE_TIMEOUT_S + 1)
+            self.sink.call_ended(self.info.call_sid, self.end_reason or "ended", time.time())
+            self.closed.set()
+            self.hooks.call_finished(self)
+
+    async def aclose(self, reason: str = "gateway_shutdown", timeout_s: float = 30.0) -> None:
+        """End the call if it is still going and wait until everything is released."""
+        self.shutdown(reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.closed.wait()
+
+
+async def _close_quietly(conn: "RealtimeConnection") -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await conn.close()

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+KEEP_ITEMS = 64
+
 
 @dataclass(slots=True)
 class Chunk:
@@ -74,6 +76,8 @@ class Playout:
             ended = max(ended, chunk.sent_at) + chunk.length_ms / 1000.0
             prev = self._heard_end.get(chunk.item_id, 0.0)
             self._heard_end[chunk.item_id] = max(prev, chunk.end_ms)
+            if len(self._heard_end) > KEEP_ITEMS:  # old items are never asked about again
+                del self._heard_end[next(iter(self._heard_end))]
             if chunk.mark == mark:
                 if self._pending:
                     head = self._pending[0]
@@ -83,8 +87,11 @@ class Playout:
                 return chunk
         return None  # unreachable: the mark was pending
 
-    def clear(self) -> list[Chunk]:
-        """The provider's buffer was cleared: every pending chunk is discarded, unheard."""
+    def clear(self, now: float) -> list[Chunk]:
+        """The provider's buffer was cleared at `now`: every pending chunk is discarded, and what
+        the caller heard of each item up to now is kept as heard."""
+        for item in self.pending_items():
+            self._heard_end[item] = self.heard_ms(item, now)
         dropped = list(self._pending)
         self._pending.clear()
         self._by_mark.clear()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from voicegw.call.actions import ToolEffect
-
 
 @dataclass(slots=True)
 class PendingTool:
@@ -22,7 +20,6 @@ class ToolBook:
     waiting_responses: set[str] = field(default_factory=set)
     done_responses: set[str] = field(default_factory=set)
     outputs_ready: int = 0  # function outputs added since the last response.create
-    effects: list[ToolEffect] = field(default_factory=list)
 
     def start(self, call_id: str, name: str, response_id: str, now: float) -> None:
         self.running[call_id] = PendingTool(call_id, name, response_id, now)
@@ -37,6 +34,10 @@ class ToolBook:
     def response_finished(self, response_id: str) -> None:
         if response_id in self.waiting_responses:
             self.done_responses.add(response_id)
+
+    def link_lost(self) -> None:
+        """The model session that made the calls is gone: no response.done will come for them."""
+        self.done_responses |= self.waiting_responses
 
     def ready_for_followup(self) -> bool:
         """All calls of every finished tool-calling response are done and outputs await a reply."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.query import list_calls_sql, mark_interrupted_sql
 from voicegw.calllog.record import build_record
 from voicegw.calllog.store import (
@@ -107,7 +107,7 @@ class PostgresStore:
             info.started_at or time.time(), self.owner, time.time(),
         )
 
-    async def append_events(self, call_sid: str, events: list[CallEvent]) -> list[int]:
+    async def append_events(self, call_sid: str, events: list[CallLogEntry]) -> list[int]:
         if not events:
             return []
         pool = await self._p()

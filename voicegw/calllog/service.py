@@ -15,14 +15,14 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Union
 
-from voicegw.call.actions import CallEvent, CallInfo
 from voicegw.calllog.bus import Bus, PgFanout
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.store import Store, open_store
 
 log = logging.getLogger("voicegw.calllog")
 
 _Open = tuple[str, CallInfo]
-_Event = tuple[str, str, CallEvent]
+_Event = tuple[str, str, CallLogEntry]
 _Close = tuple[str, str, str, float]
 _Item = Union[_Open, _Event, _Close]
 
@@ -30,7 +30,7 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 
 class CallLogService:
-    """Implements `voicegw.call.actions.CallLogSink`. Use from the event loop's thread."""
+    """Implements `voicegw.calllog.entries.CallLogSink`. Use from the event loop's thread."""
 
     def __init__(
         self,
@@ -72,7 +72,7 @@ class CallLogService:
         self._open[info.call_sid] = info.started_at or time.time()
         self._push(("open", info))
 
-    def event(self, call_sid: str, event: CallEvent) -> None:
+    def event(self, call_sid: str, event: CallLogEntry) -> None:
         if self._events_queued >= self.max_queue:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -166,7 +166,7 @@ class CallLogService:
 
     async def _write(self, batch: list[_Item]) -> None:
         msgs: list[dict[str, Any]] = []
-        pending: dict[str, list[CallEvent]] = {}
+        pending: dict[str, list[CallLogEntry]] = {}
         for item in batch:
             if item[0] == "event":
                 pending.setdefault(item[1], []).append(item[2])  # type: ignore[misc, arg-type]
@@ -194,11 +194,11 @@ class CallLogService:
             except Exception as exc:  # live fan-out is best effort; the store has the record
                 log.warning("live fan-out failed: %s", exc)
 
-    async def _append(self, pending: dict[str, list[CallEvent]], msgs: list[dict[str, Any]]) -> None:
+    async def _append(self, pending: dict[str, list[CallLogEntry]], msgs: list[dict[str, Any]]) -> None:
         for sid, events in pending.items():
             ids: list[int] = []
 
-            async def op(sid: str = sid, events: list[CallEvent] = events) -> None:
+            async def op(sid: str = sid, events: list[CallLogEntry] = events) -> None:
                 ids[:] = await self.store.append_events(sid, events)
 
             if await self._retry(op, len(events)):

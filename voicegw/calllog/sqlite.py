@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.query import list_calls_sql, mark_interrupted_sql
 from voicegw.calllog.record import build_record
 from voicegw.calllog.store import (
@@ -132,7 +132,7 @@ class SqliteStore:
 
         await self._writer.run(op)
 
-    async def append_events(self, call_sid: str, events: list[CallEvent]) -> list[int]:
+    async def append_events(self, call_sid: str, events: list[CallLogEntry]) -> list[int]:
         if not events:
             return []
 

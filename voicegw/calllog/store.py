@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-from voicegw.call.actions import CallEvent, CallInfo
+from voicegw.calllog.entries import CallInfo, CallLogEntry
 
 STATUSES = ("active", "completed", "interrupted")
 MAX_LIMIT = 500
@@ -29,7 +29,7 @@ class Store(Protocol):
 
     async def open_call(self, info: CallInfo) -> None: ...
 
-    async def append_events(self, call_sid: str, events: list[CallEvent]) -> list[int]:
+    async def append_events(self, call_sid: str, events: list[CallLogEntry]) -> list[int]:
         """Append events in order; returns their ids (ascending)."""
         ...
 
@@ -168,7 +168,7 @@ def encode_data(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def transcript_text(events: list[CallEvent]) -> str:
+def transcript_text(events: list[CallLogEntry]) -> str:
     """The searchable text these events add to a call: one `role: text` line per transcript."""
     lines = []
     for ev in events:

@@ -16,7 +16,7 @@ from typing import Any
 from voicegw.localmodel import errors
 from voicegw.localmodel.codec import FORMATS, AudioFormat
 from voicegw.localmodel.sessionconfig import (
-    SessionConfig, check_max_tokens, check_metadata, check_number, check_tool_choice, check_tools,
+    ServerSession, check_max_tokens, check_metadata, check_number, check_tool_choice, check_tools,
     check_transcription, check_turn_detection, default_turn_detection,
 )
 
@@ -40,25 +40,25 @@ class ResponseParams:
     input: list[dict[str, Any]] | None
 
 
-class Dialect(ABC):
+class ServerDialect(ABC):
     name = "base"
     ga = False
     audio_delta = transcript_delta = text_delta = audio_done = transcript_done = text_done = ""
 
     @abstractmethod
-    def new_config(self, model: str | None) -> SessionConfig:
+    def new_config(self, model: str | None) -> ServerSession:
         """See the subclasses."""
 
     @abstractmethod
-    def render_session(self, cfg: SessionConfig, session_id: str, expires_at: int) -> dict[str, Any]:
+    def render_session(self, cfg: ServerSession, session_id: str, expires_at: int) -> dict[str, Any]:
         """See the subclasses."""
 
     @abstractmethod
-    def apply_update(self, cfg: SessionConfig, patch: Any) -> SessionConfig:
+    def apply_update(self, cfg: ServerSession, patch: Any) -> ServerSession:
         """See the subclasses."""
 
     @abstractmethod
-    def response_params(self, cfg: SessionConfig, body: dict[str, Any]) -> ResponseParams:
+    def response_params(self, cfg: ServerSession, body: dict[str, Any]) -> ResponseParams:
         """See the subclasses."""
 
     @abstractmethod
@@ -69,7 +69,7 @@ class Dialect(ABC):
     def render_response_extras(self, params: ResponseParams, conversation_id: str | None) -> dict[str, Any]:
         """See the subclasses."""
 
-    def _common_response(self, cfg: SessionConfig, body: dict[str, Any], modalities: list[str],
+    def _common_response(self, cfg: ServerSession, body: dict[str, Any], modalities: list[str],
                          voice: Any, fmt: AudioFormat) -> ResponseParams:
         conversation = body.get("conversation", "auto")
         if conversation not in ("auto", "none"):
@@ -97,7 +97,7 @@ class Dialect(ABC):
         )
 
 
-class PreviewDialect(Dialect):
+class PreviewDialect(ServerDialect):
     name = "preview"
     audio_delta, audio_done = "response.audio.delta", "response.audio.done"
     transcript_delta, transcript_done = "response.audio_transcript.delta", "response.audio_transcript.done"
@@ -107,11 +107,11 @@ class PreviewDialect(Dialect):
              "max_response_output_tokens", "input_audio_noise_reduction", "speed", "tracing", "model",
              "id", "object", "expires_at", "include", "client_secret"}
 
-    def new_config(self, model: str | None) -> SessionConfig:
-        return SessionConfig(model=model or PREVIEW_MODEL, modalities=["audio", "text"],
+    def new_config(self, model: str | None) -> ServerSession:
+        return ServerSession(model=model or PREVIEW_MODEL, modalities=["audio", "text"],
                              turn_detection=default_turn_detection(ga=False))
 
-    def render_session(self, cfg: SessionConfig, session_id: str, expires_at: int) -> dict[str, Any]:
+    def render_session(self, cfg: ServerSession, session_id: str, expires_at: int) -> dict[str, Any]:
         return {
             "id": session_id, "object": "realtime.session", "model": cfg.model, "expires_at": expires_at,
             "modalities": ["audio", "text"] if cfg.speaks else ["text"],
@@ -125,7 +125,7 @@ class PreviewDialect(Dialect):
             "speed": cfg.speed, "tracing": cfg.tracing,
         }
 
-    def apply_update(self, cfg: SessionConfig, patch: Any) -> SessionConfig:
+    def apply_update(self, cfg: ServerSession, patch: Any) -> ServerSession:
         if not isinstance(patch, dict):
             raise errors.invalid_type("session", "an object", patch)
         for key in patch:
@@ -156,7 +156,7 @@ class PreviewDialect(Dialect):
         _common_update(new, patch, "session")
         return new
 
-    def response_params(self, cfg: SessionConfig, body: dict[str, Any]) -> ResponseParams:
+    def response_params(self, cfg: ServerSession, body: dict[str, Any]) -> ResponseParams:
         modalities = (_preview_modalities(body["modalities"], "response.modalities")
                       if "modalities" in body else list(cfg.modalities))
         fmt = body.get("output_audio_format", cfg.output_format)
@@ -175,7 +175,7 @@ class PreviewDialect(Dialect):
         }
 
 
-class GADialect(Dialect):
+class GADialect(ServerDialect):
     name = "ga"
     ga = True
     audio_delta, audio_done = "response.output_audio.delta", "response.output_audio.done"
@@ -185,11 +185,11 @@ class GADialect(Dialect):
     _KEYS = {"type", "model", "instructions", "output_modalities", "audio", "tools", "tool_choice",
              "max_output_tokens", "tracing", "truncation", "prompt", "include", "id", "object", "expires_at"}
 
-    def new_config(self, model: str | None) -> SessionConfig:
-        return SessionConfig(model=model or GA_MODEL, modalities=["audio"],
+    def new_config(self, model: str | None) -> ServerSession:
+        return ServerSession(model=model or GA_MODEL, modalities=["audio"],
                              turn_detection=default_turn_detection(ga=True))
 
-    def render_session(self, cfg: SessionConfig, session_id: str, expires_at: int) -> dict[str, Any]:
+    def render_session(self, cfg: ServerSession, session_id: str, expires_at: int) -> dict[str, Any]:
         return {
             "type": "realtime", "object": "realtime.session", "id": session_id, "model": cfg.model,
             "output_modalities": list(cfg.modalities), "instructions": cfg.instructions,
@@ -205,7 +205,7 @@ class GADialect(Dialect):
             "include": cfg.include,
         }
 
-    def apply_update(self, cfg: SessionConfig, patch: Any) -> SessionConfig:
+    def apply_update(self, cfg: ServerSession, patch: Any) -> ServerSession:
         if not isinstance(patch, dict):
             raise errors.invalid_type("session", "an object", patch)
         if "type" not in patch:
@@ -229,7 +229,7 @@ class GADialect(Dialect):
         _common_update(new, patch, "session")
         return new
 
-    def response_params(self, cfg: SessionConfig, body: dict[str, Any]) -> ResponseParams:
+    def response_params(self, cfg: ServerSession, body: dict[str, Any]) -> ResponseParams:
         modalities = (_ga_modalities(body["output_modalities"], "response.output_modalities")
                       if "output_modalities" in body else list(cfg.modalities))
         out = ((body.get("audio") or {}).get("output") or {}) if isinstance(body.get("audio"), dict) else {}
@@ -247,7 +247,7 @@ class GADialect(Dialect):
         }
 
 
-def _common_update(new: SessionConfig, patch: dict[str, Any], prefix: str) -> None:
+def _common_update(new: ServerSession, patch: dict[str, Any], prefix: str) -> None:
     if "instructions" in patch:
         if not isinstance(patch["instructions"], str):
             raise errors.invalid_type(f"{prefix}.instructions", "a string", patch["instructions"])
@@ -264,7 +264,7 @@ def _common_update(new: SessionConfig, patch: dict[str, Any], prefix: str) -> No
         new.model = patch["model"]
 
 
-def _ga_audio_update(new: SessionConfig, audio: Any) -> None:
+def _ga_audio_update(new: ServerSession, audio: Any) -> None:
     if not isinstance(audio, dict):
         raise errors.invalid_type("session.audio", "an object", audio)
     for key in audio:
@@ -326,5 +326,5 @@ def _ga_modalities(value: Any, param: str) -> list[str]:
     return list(value)
 
 
-def dialect_named(name: str) -> Dialect:
+def dialect_named(name: str) -> ServerDialect:
     return GADialect() if name == "ga" else PreviewDialect()

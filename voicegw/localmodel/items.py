@@ -12,14 +12,14 @@ from typing import Any
 
 from voicegw.localmodel import errors
 from voicegw.localmodel.conversation import Conversation, new_id
-from voicegw.localmodel.dialect import Dialect
+from voicegw.localmodel.dialect import ServerDialect
 
 _ROLES = ("user", "assistant", "system")
 _TYPES = ("message", "function_call", "function_call_output")
 
 
 def parse_client_item(
-    raw: Any, dialect: Dialect, conversation: Conversation | None, *, param: str = "item",
+    raw: Any, dialect: ServerDialect, conversation: Conversation | None, *, param: str = "item",
 ) -> tuple[dict[str, Any], bytes | None]:
     if raw is None:
         raise errors.missing(param)
@@ -61,7 +61,7 @@ def parse_client_item(
     return item, audio
 
 
-def _content(part: Any, role: str, dialect: Dialect, param: str) -> tuple[dict[str, Any], bytes | None]:
+def _content(part: Any, role: str, dialect: ServerDialect, param: str) -> tuple[dict[str, Any], bytes | None]:
     if not isinstance(part, dict):
         raise errors.invalid_type(param, "an object", part)
     kind = part.get("type")

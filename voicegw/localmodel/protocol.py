@@ -18,7 +18,7 @@ from typing import Any
 from voicegw.localmodel import brain, errors
 from voicegw.localmodel.codec import AudioFormat, bytes_per_ms
 from voicegw.localmodel.conversation import Conversation, new_id
-from voicegw.localmodel.dialect import Dialect, ResponseParams
+from voicegw.localmodel.dialect import ResponseParams, ServerDialect
 from voicegw.localmodel.errors import ClientError
 from voicegw.localmodel.items import parse_client_item
 from voicegw.localmodel.responses import ResponseRun, RunHost, estimate_input_tokens
@@ -46,7 +46,7 @@ Job = SynthesisJob | TranscriptionJob
 
 
 class RealtimeProtocol:
-    def __init__(self, dialect: Dialect, *, now: float, model: str | None = None, realtime_factor: float = 4.0,
+    def __init__(self, dialect: ServerDialect, *, now: float, model: str | None = None, realtime_factor: float = 4.0,
                  max_session_s: float = SESSION_MAX_S) -> None:
         self.dialect = dialect
         self.session_id = new_id("sess_")

@@ -19,7 +19,7 @@ from typing import Any
 from voicegw.localmodel.brain import Reply, Speech, ToolCall
 from voicegw.localmodel.codec import bytes_per_ms
 from voicegw.localmodel.conversation import Conversation, SpokenAudio, new_id
-from voicegw.localmodel.dialect import Dialect, ResponseParams
+from voicegw.localmodel.dialect import ResponseParams, ServerDialect
 
 CHUNK_MS = 200
 Emit = Callable[[dict[str, Any]], None]
@@ -29,7 +29,7 @@ Emit = Callable[[dict[str, Any]], None]
 class RunHost:
     """What a run needs from its session."""
 
-    dialect: Dialect
+    dialect: ServerDialect
     conversation: Conversation
     emit: Emit
     realtime_factor: float

@@ -18,7 +18,7 @@ import json
 import logging
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve as ws_serve
@@ -79,8 +79,12 @@ class LocalModelServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
                  realtime_factor: float = 4.0, voice_rate_wpm: int = 175,
-                 max_session_s: float = SESSION_MAX_S) -> None:
+                 max_session_s: float = SESSION_MAX_S,
+                 fault: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        """`fault`, for fault tests: called with each server event before it is sent; when it
+        returns True the connection is cut there (transport aborted), as a network failure would."""
         self._host = host
+        self._fault = fault
         self._port = port
         self._api_key = api_key
         self._realtime_factor = realtime_factor
@@ -138,14 +142,16 @@ class LocalModelServer:
         loop = asyncio.get_running_loop()
         protocol = RealtimeProtocol(dialect_named(dialect_name), now=loop.time(), model=model,
                                     realtime_factor=self._realtime_factor, max_session_s=self._max_session_s)
-        await _Connection(ws, protocol, self._synth).run()
+        await _Connection(ws, protocol, self._synth, self._fault).run()
 
 
 class _Connection:
     """Pumps one WebSocket through one protocol instance."""
 
-    def __init__(self, ws: ServerConnection, protocol: RealtimeProtocol, synth: Synthesizer) -> None:
+    def __init__(self, ws: ServerConnection, protocol: RealtimeProtocol, synth: Synthesizer,
+                 fault: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.ws = ws
+        self.fault = fault
         self.protocol = protocol
         self.synth = synth
         self.inbox: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
@@ -212,6 +218,9 @@ class _Connection:
 
     async def _flush(self) -> None:
         for event in self.protocol.take_events():
+            if self.fault is not None and self.fault(event):
+                self.ws.transport.abort()
+                raise ConnectionClosed(None, None)
             await asyncio.wait_for(self.ws.send(json.dumps(event)), SEND_TIMEOUT_S)
 
 

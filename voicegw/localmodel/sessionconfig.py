@@ -37,7 +37,7 @@ def default_turn_detection(kind: str = "server_vad", *, ga: bool = False) -> dic
 
 
 @dataclass
-class SessionConfig:
+class ServerSession:
     model: str
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: Any = "alloy"
@@ -56,7 +56,7 @@ class SessionConfig:
     truncation: Any = "auto"
     include: Any = None
 
-    def copy(self) -> "SessionConfig":
+    def copy(self) -> "ServerSession":
         return replace(self, **{k: copy.deepcopy(v) for k, v in self.__dict__.items()})
 
     @property

@@ -33,7 +33,7 @@ import json
 from typing import Any, Callable
 
 from voicegw.realtime.events import (
-    AddFunctionOutput, AddUserText, AppendAudio, AudioDelta, AudioDone, CancelResponse, ClearAudio,
+    AddAssistantText, AddFunctionCall, AddFunctionOutput, AddUserAudio, AddUserText, AppendAudio, AudioDelta, AudioDone, CancelResponse, ClearAudio,
     ClientCommand, CommitAudio, CreateResponse, DeleteItem, FunctionCall, Ignored, InputCleared,
     InputCommitted, InputTranscript, InputTranscriptFailed, ItemAdded, ItemDeleted, ItemDone,
     ItemTruncated, ModelError, OutputItemAdded, OutputItemDone, RateLimits, ResponseDone,
@@ -324,8 +324,9 @@ def _ga_modalities(modalities: tuple[str, ...]) -> tuple[str, list[str]]:
     return "output_modalities", ["audio"] if "audio" in modalities else ["text"]
 
 
-def _encode_body(cmd: ClientCommand, session: Callable[[SessionConfig], Msg]) -> Msg:
-    """Everything but `session.update` and `response.create` looks the same in both dialects."""
+def _encode_body(cmd: ClientCommand, session: Callable[[SessionConfig], Msg], text_part: str) -> Msg:
+    """Everything but `session.update`, `response.create` and the content type of assistant text
+    (`text_part`: preview "text", GA "output_text") looks the same in both dialects."""
     if isinstance(cmd, AppendAudio):
         return {"type": "input_audio_buffer.append", "audio": cmd.audio_b64}
     if isinstance(cmd, UpdateSession):
@@ -347,6 +348,15 @@ def _encode_body(cmd: ClientCommand, session: Callable[[SessionConfig], Msg]) ->
     if isinstance(cmd, AddFunctionOutput):
         item = {"type": "function_call_output", "call_id": cmd.call_id, "output": cmd.output}
         return {"type": "conversation.item.create", "item": item}
+    if isinstance(cmd, AddAssistantText):
+        content = [{"type": text_part, "text": cmd.text}]
+        return {"type": "conversation.item.create", "item": {"type": "message", "role": "assistant", "content": content}}
+    if isinstance(cmd, AddUserAudio):
+        content = [{"type": "input_audio", "audio": cmd.audio_b64}]
+        return {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": content}}
+    if isinstance(cmd, AddFunctionCall):
+        item = {"type": "function_call", "call_id": cmd.call_id, "name": cmd.name, "arguments": cmd.arguments}
+        return {"type": "conversation.item.create", "item": item}
     raise TypeError(f"not a client command: {type(cmd).__name__}")
 
 
@@ -362,8 +372,10 @@ class Dialect:
         handlers: dict[str, Handler],
         session: Callable[[SessionConfig], Msg],
         modalities: Callable[[tuple[str, ...]], tuple[str, list[str]]],
+        text_part: str,
     ) -> None:
         self.name = name
+        self._text_part = text_part
         self._handlers = handlers
         self._session = session
         self._modalities = modalities
@@ -387,7 +399,7 @@ class Dialect:
 
     def encode(self, cmd: ClientCommand, event_id: str | None = None) -> Msg:
         """One internal command -> one wire message (a dict ready for json.dumps)."""
-        body = self._response_create(cmd) if isinstance(cmd, CreateResponse) else _encode_body(cmd, self._session)
+        body = self._response_create(cmd) if isinstance(cmd, CreateResponse) else _encode_body(cmd, self._session, self._text_part)
         if event_id is None:
             return body
         return {"type": body.pop("type"), "event_id": event_id, **body}
@@ -440,6 +452,7 @@ PREVIEW: Dialect = Dialect(
     ),
     _preview_session,
     _preview_modalities,
+    "text",
 )
 GA: Dialect = Dialect(
     "ga",
@@ -451,6 +464,7 @@ GA: Dialect = Dialect(
     ),
     _ga_session,
     _ga_modalities,
+    "output_text",
 )
 _BY_NAME = {"preview": PREVIEW, "ga": GA}
 

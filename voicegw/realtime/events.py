@@ -116,6 +116,29 @@ class AddFunctionOutput:
     output: str
 
 
+@dataclass(frozen=True)
+class AddAssistantText:
+    """An assistant message as text (replaying the call so far on a new session)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AddUserAudio:
+    """A user message as audio in the session's input format (a caller turn not yet transcribed)."""
+
+    audio_b64: str
+
+
+@dataclass(frozen=True)
+class AddFunctionCall:
+    """A function call the assistant made (replayed so its output has a call to answer)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
 ClientCommand = Union[
     UpdateSession,
     AppendAudio,
@@ -127,6 +150,9 @@ ClientCommand = Union[
     DeleteItem,
     AddUserText,
     AddFunctionOutput,
+    AddAssistantText,
+    AddUserAudio,
+    AddFunctionCall,
 ]
 
 # ---------------------------------------------------------------------------------------------

@@ -63,6 +63,31 @@ class BadFrame:
 StreamEvent = Union[StreamConnected, StreamStarted, CallerAudio, MarkPlayed, Dtmf, StreamStopped, BadFrame]
 
 
+# --- what the call asks the provider to do on the media stream (outbound intents) -----------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Queue agent audio for the caller (base64 mu-law 8 kHz; played in order)."""
+
+    payload_b64: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayMark:
+    """Ask to be told (`MarkPlayed`) when playback reaches this point."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    """Drop the audio queued at the provider; the provider returns every pending mark."""
+
+
+StreamIntent = Union[PlayAudio, PlayMark, ClearPlayback]
+
+
 class MediaStreamCodec(Protocol):
     """What a telephony provider adapter implements for its media stream."""
 
@@ -70,15 +95,8 @@ class MediaStreamCodec(Protocol):
         """One inbound text frame -> one event. Never raises: bad input is a BadFrame."""
         ...
 
-    def media(self, stream_sid: str, payload_b64: str) -> str:
-        """An outbound audio frame (any length; played in order)."""
-        ...
-
-    def mark(self, stream_sid: str, name: str) -> str:
-        ...
-
-    def clear(self, stream_sid: str) -> str:
-        """Drop buffered audio; the provider returns all pending marks."""
+    def encode(self, stream_sid: str, intent: StreamIntent) -> str:
+        """One outbound intent -> one text frame for the provider."""
         ...
 
 

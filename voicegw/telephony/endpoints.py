@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from voicegw.call.bridge import CallBridge
 from voicegw.gateway import Gateway
 from voicegw.telephony import base as tel
 from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
@@ -100,21 +101,23 @@ async def media_stream(ws: WebSocket) -> None:
             task.cancel()
         await asyncio.gather(reader, ended, return_exceptions=True)
         if not call.ended.is_set():
-            call.end("telephony_lost")
+            call.telephony_lost("telephony_lost")
         await call.aclose()
         with contextlib.suppress(Exception):
             await ws.close(code=1000)
 
 
-async def _read_frames(ws: WebSocket, gw: Gateway, call) -> None:  # type: ignore[no-untyped-def]
+async def _read_frames(ws: WebSocket, gw: Gateway, call: CallBridge) -> None:
     """Feed the call every frame until the stream stops; FRAME_TIMEOUT_S of silence ends the call.
 
     One deadline guards the whole loop and is pushed forward at most once a second (so a dead
     stream ends 30-31 s after its last frame): a fresh timeout per frame cost a timer and a
-    context manager 50 times a second per call.
+    context manager 50 times a second per call. Feeding a frame never waits: what the call sends
+    in answer goes through its writers, so marks are read promptly whatever the model socket does.
     """
     parse = gw.codec.parse
     receive = ws.receive_text
+    on_frame = call.on_frame
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(FRAME_TIMEOUT_S + GUARD_SLACK_S) as guard:
@@ -126,10 +129,10 @@ async def _read_frames(ws: WebSocket, gw: Gateway, call) -> None:  # type: ignor
                     guard.reschedule(now + FRAME_TIMEOUT_S + GUARD_SLACK_S)
                     pushed = now
                 event = parse(text)
-                await call.on_frame(event)
+                on_frame(event)
                 if isinstance(event, tel.StreamStopped):
                     return
     except WebSocketDisconnect:
-        call.end("caller_hangup")
+        call.telephony_lost("caller_hangup")
     except asyncio.TimeoutError:
-        call.end("telephony_timeout")
+        call.telephony_lost("telephony_timeout")

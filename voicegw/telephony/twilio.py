@@ -22,10 +22,14 @@ from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 from voicegw.telephony.base import (
     BadFrame,
     CallerAudio,
+    ClearPlayback,
     Dtmf,
     MarkPlayed,
+    PlayAudio,
+    PlayMark,
     StreamConnected,
     StreamEvent,
+    StreamIntent,
     StreamStarted,
     StreamStopped,
 )
@@ -106,6 +110,16 @@ class TwilioMediaCodec:
             sample_rate=_num(fmt.get("sampleRate"), 8000),
             channels=_num(fmt.get("channels"), 1),
         )
+
+    def encode(self, stream_sid: str, intent: StreamIntent) -> str:
+        kind = type(intent)
+        if kind is PlayAudio:
+            return self.media(stream_sid, intent.payload_b64)  # type: ignore[union-attr]
+        if kind is PlayMark:
+            return self.mark(stream_sid, intent.name)  # type: ignore[union-attr]
+        if kind is ClearPlayback:
+            return self.clear(stream_sid)
+        raise TypeError(f"not a stream intent: {kind.__name__}")
 
     def media(self, stream_sid: str, payload_b64: str) -> str:
         return '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"' + payload_b64 + '"}}'

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from voicegw.call.actions import ToolContext, ToolEffect
+from voicegw.tools.contract import ToolContext, ToolEffect
 
 
 class ToolError(Exception):

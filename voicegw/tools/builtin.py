@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from voicegw.call.actions import HangUp, SwitchAgent, ToolContext, Transfer
+from voicegw.tools.contract import HangUp, SwitchAgent, ToolContext, Transfer
 from voicegw.realtime.events import SessionConfig
 from voicegw.tools.base import HandlerInfo, HandlerResult
 from voicegw.tools.schema import LookupSpec, TransferSpec

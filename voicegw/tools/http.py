@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from voicegw.call.actions import ToolContext
+from voicegw.tools.contract import ToolContext
 from voicegw.tools import templates
 from voicegw.tools.base import HandlerInfo, HandlerResult, ToolError
 from voicegw.tools.hosts import HostPolicy, HostRefused

@@ -118,7 +118,7 @@ class AgentLoader:
             for tool in parsed.tools:
                 secrets.update(tool.secrets)
         scrubber = Scrubber.of(secrets)
-        peers: dict[str, ToolSet] = {}
+        toolsets: dict[str, ToolSet] = {}
         decls = {
             key: tuple(ToolDecl(t.name, t.description, t.parameters) for t in p.tools)
             for key, p in self._parsed.items()
@@ -132,8 +132,8 @@ class AgentLoader:
                     pairs.append((tool, SwitchAgentHandler(target.key, session)))
                 else:
                     pairs.append((tool, parsed.handlers[tool.name]))
-            peers[key] = ToolSet(key, pairs, scrubber, peers)
-        return {key: AgentEntry(key, p.agent, peers[key]) for key, p in self._parsed.items()}
+            toolsets[key] = ToolSet(key, pairs, scrubber)
+        return {key: AgentEntry(key, p.agent, toolsets[key]) for key, p in self._parsed.items()}
 
     def _switch_target(self, agent: LoadedAgent, loc: Locator, tool: Tool, spec: SwitchAgentSpec) -> str:
         return self.add_file(agent.directory / spec.agent, loc, tool.path + ("builtin", "agent"))

@@ -20,7 +20,7 @@ from typing import Any
 
 import jsonschema
 
-from voicegw.call.actions import ToolContext, ToolOutcome
+from voicegw.tools.contract import ToolContext, ToolOutcome
 from voicegw.config import LoadedAgent, Settings
 from voicegw.realtime.events import ToolDecl
 from voicegw.tools.base import Handler, HandlerInfo, ToolError
@@ -54,7 +54,6 @@ class ToolSet:
         key: str,
         tools: Sequence[tuple[Tool, Handler]],
         scrubber: Scrubber | None = None,
-        peers: Mapping[str, ToolSet] | None = None,
     ):
         self.key = key
         self._tools: dict[str, BoundTool] = {}
@@ -62,9 +61,6 @@ class ToolSet:
             validator_cls = jsonschema.validators.validator_for(tool.parameters)
             self._tools[tool.name] = BoundTool(tool, handler, validator_cls(tool.parameters))
         self._scrub = scrubber or Scrubber()
-        # toolsets of the agents this one can hand the call to, by key: after a switch_agent the
-        # call's context names the new agent and its tools are the ones that run
-        self._peers = peers if peers is not None else {}
         self._declarations = tuple(
             ToolDecl(b.tool.name, b.tool.description, b.tool.parameters) for b in self._tools.values()
         )
@@ -81,10 +77,6 @@ class ToolSet:
         return bound.tool.filler if bound else None
 
     async def run(self, ctx: ToolContext, name: str, arguments: str) -> ToolOutcome:
-        owner = self._peers.get(ctx.agent, self) if ctx.agent and ctx.agent != self.key else self
-        return await owner._run(ctx, name, arguments)
-
-    async def _run(self, ctx: ToolContext, name: str, arguments: str) -> ToolOutcome:
         started = time.monotonic()
         bound = self._tools.get(name)
         if bound is None:

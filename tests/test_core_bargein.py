@@ -1,4 +1,4 @@
-"""Barge-in, exhaustively: the sans-I/O call session driven through generated timelines.
+"""Barge-in, exhaustively: the sans-I/O call core driven through generated timelines.
 
 A faithful simulated world surrounds the session: a model peer that produces audio faster than
 real time and keeps its own count of what it produced per item, and a Twilio playout buffer that
@@ -9,20 +9,28 @@ every action the session takes.
 from __future__ import annotations
 
 import base64
-import json
 from collections import deque
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicegw.call.actions import Log, SendModel, SendTelephony
-from voicegw.call.session import CallSession, SessionOptions
+from voicegw.call.actions import ToCaller, ToModel
+from voicegw.call.core import CallCore, CoreOptions
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
-from voicegw.telephony.twilio import TwilioMediaCodec
 
 SID = "MZ00000000000000000000000000000001"
+
+
+def _frame(intent: tel.StreamIntent) -> dict:
+    """What the Twilio adapter would put on the wire for an intent (as parsed JSON)."""
+    if isinstance(intent, tel.PlayAudio):
+        return {"event": "media", "media": {"payload": intent.payload_b64}}
+    if isinstance(intent, tel.PlayMark):
+        return {"event": "mark", "mark": {"name": intent.name}}
+    assert isinstance(intent, tel.ClearPlayback)
+    return {"event": "clear"}
 
 
 @dataclass
@@ -129,9 +137,9 @@ TIMELINES = st.one_of(st.lists(OPS, min_size=1, max_size=80), st.lists(TURN, min
 
 def run_timeline(ops: list[tuple], delay_ms: float, interrupt: bool = True) -> dict:
     cfg = ev.SessionConfig(audio_format="g711_ulaw", turn_detection=ev.TurnDetection(interrupt_response=interrupt))
-    opts = SessionOptions(session_config=cfg, audio_mode="g711_ulaw", greeting_text=None, dtmf_flush_s=0.5)
+    opts = CoreOptions(session_config=cfg, audio_mode="g711_ulaw", greeting_text=None, dtmf_flush_s=0.5)
     now_ms = 0.0
-    s = CallSession(TwilioMediaCodec(), opts, now=0.0)
+    s = CallCore(opts, now=0.0)
     tw = Twilio(delay_ms)
     m = Model()
     stats = {"clears": 0, "truncates": 0, "deletes": 0, "cancels": 0, "max_err_ms": 0.0, "stale_sent": 0}
@@ -141,8 +149,8 @@ def run_timeline(ops: list[tuple], delay_ms: float, interrupt: bool = True) -> d
     def perform(acts: list) -> None:
         pending_media_item = None
         for a in acts:
-            if isinstance(a, SendTelephony):
-                frame = json.loads(a.text)
+            if isinstance(a, ToCaller):
+                frame = _frame(a.intent)
                 if frame["event"] == "clear":
                     stats["clears"] += 1
                     # audio still queued, or played but its mark not yet back over the network
@@ -151,7 +159,8 @@ def run_timeline(ops: list[tuple], delay_ms: float, interrupt: bool = True) -> d
                     pending_media_item = last_item_sent[0]
                     assert pending_media_item not in cancelled_items, "audio of a cancelled response reached the caller"
                 tw.receive(frame, now_ms, pending_media_item)
-            elif isinstance(a, SendModel):
+            elif isinstance(a, ToModel):
+                assert a.link == 1
                 c = a.command
                 if isinstance(c, ev.CancelResponse):
                     stats["cancels"] += 1
@@ -176,8 +185,12 @@ def run_timeline(ops: list[tuple], delay_ms: float, interrupt: bool = True) -> d
                     pass
 
     cancelled_items: set = set()
-    perform(s.on_model(ev.SessionStarted("sess"), 0.0))
+    perform(s.start(0.0))
+    perform(s.on_model(ev.SessionStarted("sess"), 0.0, 1))
     perform(s.on_stream(tel.StreamStarted(stream_sid=SID, call_sid="CA1"), 0.0))
+    def on_model(e: ev.ServerEvent) -> None:
+        perform(s.on_model(e, now_ms / 1000, 1))
+
     for op in ops:
         kind = op[0]
         if kind == "respond" and m.active is None:
@@ -185,30 +198,30 @@ def run_timeline(ops: list[tuple], delay_ms: float, interrupt: bool = True) -> d
             m.active, m.item = f"resp{m.n}", f"item{m.n}"
             m.items.add(m.item)
             m.produced[m.item] = 0.0
-            perform(s.on_model(ev.ResponseStarted(m.active), now_ms / 1000))
-            perform(s.on_model(ev.OutputItemAdded(m.active, m.item, "message", "assistant"), now_ms / 1000))
+            on_model(ev.ResponseStarted(m.active))
+            on_model(ev.OutputItemAdded(m.active, m.item, "message", "assistant"))
         elif kind == "delta" and m.active is not None:
             ms = op[1] * 10
             m.produced[m.item] += ms
             last_item_sent[0] = m.item
             payload = base64.b64encode(bytes([0x7F]) * (ms * 8)).decode()
-            perform(s.on_model(ev.AudioDelta(m.active, m.item, payload), now_ms / 1000))
+            on_model(ev.AudioDelta(m.active, m.item, payload))
         elif kind == "delta" and m.cancelled_pending:
             # a late delta of a cancelled response, still in flight when the cancel was sent
             rid = m.cancelled_pending[-1]
             payload = base64.b64encode(bytes([0x7F]) * 800).decode()
-            perform(s.on_model(ev.AudioDelta(rid, "item" + rid[4:], payload), now_ms / 1000))
+            on_model(ev.AudioDelta(rid, "item" + rid[4:], payload))
         elif kind == "done":
             for rid in m.cancelled_pending:
-                perform(s.on_model(ev.ResponseDone(rid, "cancelled"), now_ms / 1000))
+                on_model(ev.ResponseDone(rid, "cancelled"))
             m.cancelled_pending.clear()
             if m.active is not None:
-                perform(s.on_model(ev.ResponseDone(m.active, "completed"), now_ms / 1000))
+                on_model(ev.ResponseDone(m.active, "completed"))
                 m.active = None
         elif kind == "speech":
             queued_before = bool(tw.queue)
             clears_before = stats["clears"]
-            perform(s.on_model(ev.SpeechStarted(audio_start_ms=int(now_ms)), now_ms / 1000))
+            on_model(ev.SpeechStarted(audio_start_ms=int(now_ms)))
             if interrupt and s.playout.busy is False and clears_before == stats["clears"]:
                 assert not queued_before or all(el[0] == "mark" for el in tw.queue) or tw.queue == deque(), \
                     "caller spoke over queued agent audio and no clear was sent"
@@ -245,11 +258,12 @@ def test_interrupt_response_false_never_cuts_the_agent_off_on_speech(ops: list) 
     assert stats["clears"] == 0 and stats["truncates"] == 0 and stats["deletes"] == 0
 
 
-def test_scripted_bargein_truncates_at_heard_and_cancels_in_progress() -> None:
-    # 2 s of agent audio arrives at once; the caller interrupts 700 ms into playback
+def test_scripted_bargein_truncates_at_heard_and_leaves_the_cancel_to_server_vad() -> None:
+    # 2 s of agent audio arrives at once; the caller interrupts 700 ms into playback. Server VAD
+    # with interrupt_response cancels the response itself: a client cancel would be an error.
     ops = [("respond",), ("delta", 100), ("delta", 100), ("advance", 700), ("speech",)]
     stats = run_timeline(ops, 0.0)
-    assert stats == {**stats, "clears": 1, "truncates": 1, "cancels": 1, "deletes": 0}
+    assert stats == {**stats, "clears": 1, "truncates": 1, "cancels": 0, "deletes": 0}
     assert stats["max_err_ms"] <= 5.0
 
 
@@ -262,7 +276,14 @@ def test_scripted_bargein_after_response_done_truncates_without_cancel() -> None
 def test_scripted_bargein_before_any_playback_deletes_instead_of_truncating_to_zero() -> None:
     ops = [("respond",), ("delta", 50), ("speech",)]
     stats = run_timeline(ops, 0.0)
-    assert stats["deletes"] == 1 and stats["truncates"] == 0 and stats["cancels"] == 1
+    assert stats["deletes"] == 1 and stats["truncates"] == 0 and stats["cancels"] == 0
+
+
+def test_keypad_bargein_cancels_the_response_in_progress_itself() -> None:
+    # the server's VAD did not see the keypad press: the gateway must cancel
+    ops = [("respond",), ("delta", 100), ("advance", 300), ("dtmf", "#")]
+    stats = run_timeline(ops, 0.0)
+    assert stats == {**stats, "clears": 1, "truncates": 1, "cancels": 1, "deletes": 0}
 
 
 def test_speech_with_nothing_queued_does_nothing() -> None:

@@ -1,0 +1,702 @@
+"""The per-call state machine: a sans-I/O core.
+
+`CallCore` takes telephony stream events, model events (tagged with the model link they came on),
+tool outcomes and clock ticks, and returns the actions to perform (voicegw/call/actions.py). It never
+awaits, never reads a clock and never touches a socket, so every timeline can be replayed
+deterministically in tests. Every decision about the call lives here: barge-in, when to reconnect
+and how often, when to roll the model session over, agent switches, leaving the call.
+
+Barge-in follows DESIGN.md "Barge-in, precisely": on speech_started while the model holds agent
+audio the caller has not heard -- queued at the provider, held in the resampler, or not yet sent --
+(1) clear the provider's queue if anything is queued, (2) cancel only a response still in progress,
+and only when the server does not cancel it itself (server/semantic VAD with interrupt_response
+cancel on their own; keypad barge-in and turn_detection none need the cancel), (3) truncate each
+such item at min(heard, produced), or delete it when nothing was heard, (4) drop late deltas of the
+interrupted responses, (5) log the barge-in and cut the agent transcript to what was heard.
+"""
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from voicegw.audio.transcode import CallerToModel, ModelToCaller, model_audio_ms
+from voicegw.call.actions import (
+    Action, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
+)
+from voicegw.call.history import History
+from voicegw.call.leaving import ExitPlan
+from voicegw.call.modellink import ModelLink
+from voicegw.call.playout import Playout
+from voicegw.call.responses import OUT_OF_BAND, ResponseBook
+from voicegw.call.tooling import ToolBook
+from voicegw.call.transcript import cut_text
+from voicegw.calllog.entries import CallLogEntry
+from voicegw.realtime import events as ev
+from voicegw.telephony import base as tel
+from voicegw.tools.contract import HangUp, SwitchAgent, ToolOutcome, Transfer
+
+SAY_EXACTLY = 'Say exactly this to the caller, and nothing else: "{text}"'
+KEYPAD_PREFIX = "[keypad] "
+BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
+MAX_BAD_FRAME_LOGS = 20
+TRANSCRIPT_WAIT_S = 3.0  # a rollover waits this long at most for the caller's last transcript
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    session_config: ev.SessionConfig
+    audio_mode: str = "pcm16"  # pcm16 (8k<->24k resampled) | g711_ulaw (passthrough)
+    greeting_text: str | None = None
+    greeting_instructions: str | None = None
+    max_call_duration_s: float = 1800.0
+    time_limit_message: str = "I'm sorry, we have reached the time limit for this call. Goodbye."
+    dtmf_flush_s: float = 1.5
+    exit_grace_s: float = 20.0  # longest wait for goodbye audio before hanging up anyway
+    fillers: dict[str, str] = field(default_factory=dict)
+    reconnect_message: str = "Sorry, the line dropped for a moment."
+    max_reconnects: int = 3  # outages per call that are recovered from
+    model_session_max_s: float | None = None  # the service's session lifetime: roll over before it
+
+
+class CallCore:
+    def __init__(self, opts: CoreOptions, now: float, wall_offset: float = 0.0):
+        self.opts = opts
+        self.config = opts.session_config
+        self.started_at = now
+        self.wall_offset = wall_offset
+        self.stream_sid: str | None = None
+        self.greeted = False
+        self.ended = False
+        self.playout = Playout()
+        self.to_model = CallerToModel(opts.audio_mode)
+        self.to_caller = ModelToCaller(opts.audio_mode)
+        self.responses = ResponseBook()
+        self.tools = ToolBook()
+        self.history = History()
+        self.link = ModelLink(opts.model_session_max_s, opts.max_reconnects)
+        self.exit: ExitPlan | None = None
+        self.barge_ins = 0
+        self._pre_stream: list[tuple[str, str, float, float]] = []  # (item, b64, start, end) before the stream
+        self._speech_stopped_at: float | None = None
+        self._awaiting_first_audio = False
+        self._want_response = False  # answer as soon as nothing else is in progress
+        self._turn_open = False  # the caller's last turn has no completed answer yet
+        self._cut_off = False  # the last drop cut the agent off mid-answer
+        self._pending_transcripts: dict[str, float] = {}  # caller items awaiting their transcript
+        self._dtmf: list[str] = []
+        self._dtmf_due: float | None = None
+        self._bad_frames = 0
+        self._filler_sent_for: set[str] = set()
+        self._standby_expires: float | None = None
+
+    # ------------------------------------------------------------------------------ helpers
+    def _log(self, kind: str, now: float, /, **data: object) -> Log:
+        return Log(CallLogEntry(kind, now + self.wall_offset, data))
+
+    def _to_model(self, command: ev.ClientCommand) -> ToModel:
+        return ToModel(command, self.link.live)
+
+    def _create_response(self, acts: list[Action], **kw: object) -> None:
+        acts.append(self._to_model(ev.CreateResponse(**kw)))  # type: ignore[arg-type]
+        self._want_response = False
+
+    def _request_response(self, acts: list[Action]) -> None:
+        """Ask the model to answer now, or as soon as what is in progress has ended."""
+        if self.link.ready and not self.responses.in_progress and not self.tools.running and not self.exit:
+            self._create_response(acts)
+        else:
+            self._want_response = True
+
+    def _say_out_of_band(self, text: str, kind: str) -> ToModel:
+        """A verbatim line outside the conversation (fillers, goodbyes, apologies): the model's
+        context is not changed by it, and barge-in never truncates it."""
+        return self._to_model(ev.CreateResponse(instructions=SAY_EXACTLY.format(text=text), conversation="none",
+                                                metadata={"voicegw": kind}, input=()))
+
+    # ------------------------------------------------------------------------------ start
+    def start(self, now: float) -> list[Action]:
+        """The call exists (webhook pre-warm or stream start): open its first model session."""
+        return [OpenModel(self.link.open_next("first"))]
+
+    # ------------------------------------------------------------------------- stream events
+    def on_stream(self, e: tel.StreamEvent, now: float) -> list[Action]:
+        if self.ended:
+            return []
+        if type(e) is tel.CallerAudio:
+            link = self.link
+            link.caller_frame(e.payload_b64)
+            if not link.ready:
+                link.held.append(e.payload_b64)
+                return []
+            audio = self.to_model.convert(e.payload_b64)
+            return [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+        if type(e) is tel.MarkPlayed:
+            self.playout.acked(e.name, now)
+            if self.exit:
+                return self._maybe_exit(now)
+            return self._maybe_roll_over(now) if self.link.standby_ready else []
+        if isinstance(e, tel.StreamStarted):
+            return self._stream_started(e, now)
+        if isinstance(e, tel.Dtmf):
+            acts: list[Action] = [self._log("dtmf", now, digit=e.digit)]
+            self._dtmf.append(e.digit)
+            if e.digit == "#":
+                acts += self._flush_dtmf(now)
+            else:
+                self._dtmf_due = now + self.opts.dtmf_flush_s
+            return acts
+        if isinstance(e, tel.StreamStopped):
+            return self.end("caller_hangup", now)
+        if isinstance(e, tel.BadFrame):
+            self._bad_frames += 1
+            if self._bad_frames <= MAX_BAD_FRAME_LOGS:
+                return [self._log("error", now, source="telephony", message=e.error, code="bad_frame")]
+        return []
+
+    def _stream_started(self, e: tel.StreamStarted, now: float) -> list[Action]:
+        if self.stream_sid is not None:
+            return [self._log("error", now, source="telephony", code="duplicate_start",
+                              message="a second start frame on this stream was ignored")]
+        self.stream_sid = e.stream_sid
+        params = {k: v for k, v in e.custom_parameters.items() if k.lower() != "token"}
+        acts: list[Action] = [self._log("stream.started", now, stream_sid=e.stream_sid, tracks=list(e.tracks),
+                                        custom_parameters=params)]
+        for item_id, b64, start, end in self._pre_stream:
+            acts += self._send_audio(item_id, b64, start, end, now)
+        self._pre_stream.clear()
+        return acts
+
+    def _flush_dtmf(self, now: float) -> list[Action]:
+        digits = " ".join(d for d in self._dtmf if d != "#") or "#"
+        self._dtmf.clear()
+        self._dtmf_due = None
+        acts = self._barge_in(now, cause="dtmf")
+        text = KEYPAD_PREFIX + digits
+        self.history.user_text(text)
+        self._turn_open = True
+        if self.link.ready:
+            acts.append(self._to_model(ev.AddUserText(text)))  # else the replay carries it
+        self._request_response(acts)
+        return acts
+
+    # -------------------------------------------------------------------------- model events
+    def on_model(self, e: ev.ServerEvent, now: float, link: int) -> list[Action]:
+        if self.ended:
+            return []
+        if link != self.link.live:
+            return self._other_link_event(e, now, link)
+        kind = type(e)
+        if kind is ev.AudioDelta:
+            return self._audio_delta(e, now)  # type: ignore[arg-type]
+        if kind is ev.TranscriptDelta:
+            if e.response_id not in self.responses.stale:  # type: ignore[union-attr]
+                utt = self.responses.utterances.get(e.item_id)  # type: ignore[union-attr]
+                if utt is not None and not utt.logged:
+                    utt.parts.append(e.delta)  # type: ignore[union-attr]
+            return []
+        if isinstance(e, ev.SpeechStarted):
+            self.link.speech_started()
+            acts: list[Action] = [self._log("speech.started", now, audio_start_ms=e.audio_start_ms)]
+            if self.config.turn_detection.interrupt_response:
+                acts += self._barge_in(now, cause="speech")
+            return acts
+        if isinstance(e, ev.SpeechStopped):
+            self.link.speech_stopped()
+            self._speech_stopped_at = now
+            self._awaiting_first_audio = True
+            self._turn_open = True
+            return [self._log("speech.stopped", now, audio_end_ms=e.audio_end_ms)]
+        if isinstance(e, ev.InputCommitted):
+            self.history.place(e.item_id, "user")
+            if self.config.transcription_model:
+                self._pending_transcripts[e.item_id] = now
+            return []
+        if isinstance(e, ev.ResponseStarted):
+            return self._response_started(e, now)
+        if isinstance(e, ev.OutputItemAdded):
+            if e.item_type == "message":
+                self.responses.item_added(e.response_id, e.item_id)
+                if e.item_id not in self.responses.oob_items:
+                    self.history.place(e.item_id, "assistant")
+            return []
+        if isinstance(e, ev.AudioDone):
+            return self._audio_done(e, now)
+        if isinstance(e, ev.TranscriptDone):
+            return self._transcript_done(e, now)
+        if isinstance(e, ev.FunctionCall):
+            return self._function_call(e, now)
+        if isinstance(e, ev.ResponseDone):
+            return self._response_done(e, now)
+        if isinstance(e, ev.InputTranscript):
+            text = e.transcript.strip()
+            self.history.text(e.item_id, "user", text)
+            self._pending_transcripts.pop(e.item_id, None)
+            self.link.transcribed()
+            return [self._log("transcript", now, role="caller", item_id=e.item_id, text=text, cut=False)]
+        if isinstance(e, ev.InputTranscriptFailed):
+            self._pending_transcripts.pop(e.item_id, None)
+            return [self._log("error", now, source="model", message=f"input transcription failed: {e.message}",
+                              code="transcription_failed")]
+        if isinstance(e, ev.SessionStarted):
+            return self._link_opened(link, e, now)
+        if isinstance(e, ev.ModelError):
+            if e.code in BENIGN_ERRORS:
+                return []
+            return [self._log("error", now, source="model", message=e.message, code=e.code, event_id=e.event_id)]
+        return []
+
+    def _other_link_event(self, e: ev.ServerEvent, now: float, link: int) -> list[Action]:
+        """Events of a session being opened (only its start and errors matter) or of an old one."""
+        if link != self.link.opening:
+            return []
+        if isinstance(e, ev.SessionStarted):
+            return self._link_opened(link, e, now)
+        if isinstance(e, ev.ModelError) and e.code not in BENIGN_ERRORS:
+            return [self._log("error", now, source="model", message=e.message, code=e.code, link=link)]
+        return []
+
+    def _audio_delta(self, e: ev.AudioDelta, now: float) -> list[Action]:
+        r = self.responses
+        if e.response_id in r.stale:
+            return []
+        end = r.produced.get(e.item_id, 0.0) + model_audio_ms(e.audio_b64, self.opts.audio_mode)
+        r.produced[e.item_id] = end
+        out = self.to_caller.convert(e.audio_b64)
+        # the resampler holds some audio back: what goes out now ends that much earlier
+        return self._emit(e.item_id, out, end - self.to_caller.latency_ms, now)
+
+    def _audio_done(self, e: ev.AudioDone, now: float) -> list[Action]:
+        if e.response_id in self.responses.stale:
+            return []
+        self.responses.audio_done.add(e.item_id)
+        return self._emit(e.item_id, self.to_caller.flush(), self.responses.produced.get(e.item_id, 0.0), now)
+
+    def _emit(self, item_id: str, ulaw_b64: str, end: float, now: float) -> list[Action]:
+        """Queue converted audio covering the item's model audio up to `end` ms."""
+        if not ulaw_b64:
+            return []
+        emitted = self.responses.emitted
+        start = emitted.get(item_id, 0.0)
+        end = max(start, end)
+        emitted[item_id] = end
+        if self.stream_sid is None:
+            self._pre_stream.append((item_id, ulaw_b64, start, end))
+            return []
+        return self._send_audio(item_id, ulaw_b64, start, end, now)
+
+    def _send_audio(self, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:
+        mark = self.playout.sent(item_id, start, end, now)
+        acts: list[Action] = [ToCaller(tel.PlayAudio(ulaw_b64)), ToCaller(tel.PlayMark(mark))]
+        if self._awaiting_first_audio and self._speech_stopped_at is not None \
+                and item_id not in self.responses.oob_items:
+            self._awaiting_first_audio = False
+            latency = (now - self._speech_stopped_at) * 1000.0
+            acts.append(self._log("turn.latency", now, item_id=item_id, latency_ms=round(latency, 1)))
+        return acts
+
+    def _response_started(self, e: ev.ResponseStarted, now: float) -> list[Action]:
+        kind = str((e.metadata or {}).get("voicegw") or "turn")
+        self.responses.started(e.response_id, kind, out_of_band=e.conversation == "none" or kind in OUT_OF_BAND)
+        if self.exit is not None and kind in ("turn", "goodbye"):
+            self.exit.goodbye_started(e.response_id)
+        return [self._log("response.started", now, response_id=e.response_id, kind=kind)]
+
+    def _transcript_done(self, e: ev.TranscriptDone, now: float) -> list[Action]:
+        utt = self.responses.utterances.get(e.item_id)
+        if utt is None or utt.logged or e.response_id in self.responses.stale:
+            return []
+        utt.final = e.transcript
+        utt.logged = True
+        if e.item_id not in self.responses.oob_items:
+            self.history.text(e.item_id, "assistant", utt.text.strip())
+        return [self._log("transcript", now, role="agent", item_id=e.item_id, text=utt.text.strip(), cut=False)]
+
+    def _function_call(self, e: ev.FunctionCall, now: float) -> list[Action]:
+        if e.response_id in self.responses.stale or self.exit:
+            return []
+        self.tools.start(e.call_id, e.name, e.response_id, now)
+        self.history.function_call(e.call_id, e.name, e.arguments)
+        try:
+            args: object = json.loads(e.arguments) if e.arguments else {}
+        except ValueError:
+            args = e.arguments
+        return [self._log("tool.call", now, call_id=e.call_id, name=e.name, arguments=args),
+                RunTool(e.call_id, e.name, e.arguments, e.response_id)]
+
+    def _response_done(self, e: ev.ResponseDone, now: float) -> list[Action]:
+        r = self.responses
+        acts: list[Action] = [self._log("response.done", now, response_id=e.response_id, status=e.status, usage=e.usage)]
+        if e.status == "failed":
+            detail = (e.status_details or {}).get("error") or e.status_details
+            acts.append(self._log("error", now, source="model", message=f"response failed: {detail}",
+                                  code="response_failed"))
+        kind = r.kinds.get(e.response_id, "turn")
+        if e.status == "completed" and e.response_id == r.active and kind != "greeting":
+            self._turn_open = False
+        r.done(e.response_id)
+        if self.exit is not None:
+            self.exit.response_done(e.response_id)
+        self.tools.response_finished(e.response_id)
+        if e.response_id in self.tools.waiting_responses and self.tools.running \
+                and e.response_id not in self._filler_sent_for:
+            acts += self._filler(e.response_id)
+        acts += self._continue(now)
+        return acts
+
+    def _filler(self, response_id: str) -> list[Action]:
+        for name in self.tools.names_running():
+            line = self.opts.fillers.get(name)
+            if line:
+                self._filler_sent_for.add(response_id)
+                return [self._say_out_of_band(line, "filler")]
+        return []
+
+    def _continue(self, now: float) -> list[Action]:
+        """After a response or a tool finishes: follow up on tool outputs, pending requests, or exit."""
+        acts: list[Action] = []
+        if self.link.ready and not self.responses.in_progress:
+            if self.tools.ready_for_followup():
+                self.tools.followup_sent()
+                self._create_response(acts)
+                if self.exit is not None and self.exit.goodbye == "wanted":
+                    self.exit.goodbye = "speaking"
+            elif self._want_response and not self.tools.running and not self.exit:
+                self._create_response(acts)
+        if self.exit:
+            acts += self._maybe_exit(now)
+        elif self.link.standby_ready:
+            acts += self._maybe_roll_over(now)
+        return acts
+
+    # ------------------------------------------------------------------------------ barge-in
+    def _barge_in(self, now: float, cause: str) -> list[Action]:
+        if self.stream_sid is None:
+            return []
+        r, playout = self.responses, self.playout
+        heard = {item: playout.heard_ms(item, now) for item in r.produced}
+        unheard = r.unheard_items(heard)
+        if not playout.busy and not unheard:
+            return []
+        self.barge_ins += 1
+        queued = playout.pending_items()
+        acts: list[Action] = []
+        # 1. stop the caller hearing more, at once; nothing held in the resampler goes out later
+        if playout.busy:
+            acts.append(ToCaller(tel.ClearPlayback()))
+            playout.clear(now)
+        self.to_caller.reset()
+        # 2. cancel what is still being generated, unless the server's VAD already does
+        td = self.config.turn_detection
+        server_cancels = cause == "speech" and td.type != "none" and td.interrupt_response
+        cancelled = r.active is not None and r.active not in r.stale
+        if self.link.ready:
+            if cancelled and not server_cancels:
+                acts.append(self._to_model(ev.CancelResponse()))
+            acts += [self._to_model(ev.CancelResponse(response_id=rid)) for rid in sorted(r.oob - r.stale)]
+        r.stale.update(rid for rid in (r.active, *r.oob) if rid)  # 4. late deltas are dropped
+        # 3 + 5. truncate (or delete) each item the caller did not hear in full; log; cut transcript
+        for item in dict.fromkeys([*queued, *unheard]):
+            produced = r.produced.get(item, 0.0)
+            end_ms = int(min(heard.get(item, 0.0), produced))
+            action = "none"
+            if item in unheard:
+                # settled: the model's item now holds exactly what the caller heard
+                r.produced.pop(item, None)
+                cmd: ev.ClientCommand = ev.TruncateItem(item, end_ms) if end_ms >= 1 else ev.DeleteItem(item)
+                action = "truncate" if end_ms >= 1 else "delete"
+                if self.link.ready:
+                    acts.append(self._to_model(cmd))
+            acts.append(self._log("barge_in", now, item_id=item, heard_ms=round(heard.get(item, 0.0), 1),
+                                  produced_ms=round(produced, 1), audio_end_ms=end_ms, action=action,
+                                  cancelled=cancelled, cause=cause))
+            utt = r.utterances.get(item)
+            if utt is not None and item not in r.oob_items and not utt.cut:
+                # replaces the full text if it was already logged: the record keeps what was heard
+                utt.logged = utt.cut = True
+                text = cut_text(utt.text.strip(), end_ms, produced)
+                if text:
+                    self.history.text(item, "assistant", text)
+                else:
+                    self.history.forget(item)
+                acts.append(self._log("transcript", now, role="agent", item_id=item, text=text or "…", cut=True))
+        return acts
+
+    # --------------------------------------------------------------------------------- tools
+    def on_tool_done(self, call_id: str, outcome: ToolOutcome, now: float) -> list[Action]:
+        if self.ended:
+            return []
+        tool = self.tools.finish(call_id)
+        if tool is None:
+            return []
+        result: dict[str, object] = {"ok": outcome.ok, "duration_ms": round(outcome.duration_ms, 1)}
+        if outcome.ok:
+            result["result"] = outcome.logged_result
+        else:
+            result["error"] = outcome.error
+        self.history.function_output(call_id, outcome.output)
+        acts: list[Action] = [self._log("tool.result", now, call_id=call_id, name=tool.name, **result)]
+        if self.link.ready:
+            acts.append(self._to_model(ev.AddFunctionOutput(call_id, outcome.output)))  # else the replay has it
+        eff = outcome.effect
+        if isinstance(eff, HangUp):
+            self.tools.followup_sent()  # nothing more to say: leave once the queued audio played
+            acts += self._begin_exit(Control("hangup"), "agent_hangup", now, goodbye=False)
+        elif isinstance(eff, Transfer):
+            # the follow-up response is the goodbye; transfer once it has been heard
+            acts += self._begin_exit(Control("transfer", eff.target, eff.announcement), "transferred", now, goodbye=True)
+        elif isinstance(eff, SwitchAgent):
+            self.config = eff.session
+            if self.link.ready:
+                acts.append(self._to_model(ev.UpdateSession(eff.session)))
+            acts += [UseAgent(eff.agent), self._log("agent.switched", now, agent=eff.agent)]
+        acts += self._continue(now)
+        return acts
+
+    # ----------------------------------------------------------------------------- leaving
+    def _begin_exit(self, control: Control | None, reason: str, now: float, goodbye: bool) -> list[Action]:
+        """Leave once the agent's last words have been heard (`goodbye`: ask for them first)."""
+        if self.exit is None:
+            self.exit = ExitPlan(control, reason, now + self.opts.exit_grace_s, "wanted" if goodbye else "none")
+        return []
+
+    def _maybe_exit(self, now: float) -> list[Action]:
+        plan = self.exit
+        if plan is None:
+            return []
+        idle = not plan.waiting_for_goodbye and not self.responses.in_progress and not self.playout.busy
+        if not (idle or now >= plan.deadline):
+            return []
+        acts: list[Action] = [plan.control] if plan.control is not None else []
+        return acts + self.end(plan.reason, now)
+
+    def on_control_failed(self, kind: str, error: str, now: float) -> list[Action]:
+        """A transfer or hang-up request to the provider failed (the call ends all the same)."""
+        return [self._log("error", now, source="gateway", message=f"{kind} failed: {error}", code="control_failed")]
+
+    def on_telephony_lost(self, reason: str, now: float) -> list[Action]:
+        return self.end(reason, now)
+
+    def end(self, reason: str, now: float) -> list[Action]:
+        """End the call (idempotent). The last action is always EndCall."""
+        if self.ended:
+            return []
+        self.ended = True
+        acts: list[Action] = [CancelTools()] if self.tools.running else []
+        for utt in self.responses.utterances.values():
+            if not utt.logged and utt.text.strip() and utt.response_id not in self.responses.stale:
+                utt.logged = True
+                acts.append(self._log("transcript", now, role="agent", item_id=utt.item_id, text=utt.text.strip(),
+                                      cut=False))
+        acts.append(self._log("call.ended", now, reason=reason, duration_s=round(now - self.started_at, 3),
+                              barge_ins=self.barge_ins, reconnects=self.link.reconnects,
+                              rollovers=self.link.rollovers))
+        acts.append(EndCall(reason))
+        return acts
+
+    # ------------------------------------------------------------------------ model links
+    def _link_opened(self, link: int, e: ev.SessionStarted, now: float) -> list[Action]:
+        ml = self.link
+        expires = e.session.get("expires_at")
+        expires_at = (float(expires) - self.wall_offset) if isinstance(expires, (int, float)) \
+            and not isinstance(expires, bool) and expires > 0 else None
+        if ml.purpose == "rollover":
+            ml.standby_ready = True
+            self._standby_expires = expires_at
+            return [ToModel(ev.UpdateSession(self.config), link),
+                    self._log("rollover", now, phase="started", link=link, session_age_s=round(now - ml.opened_at, 1))]
+        purpose = ml.purpose
+        ml.became_live(link, now, expires_at)
+        acts: list[Action] = [self._to_model(ev.UpdateSession(self.config))]
+        if purpose == "first":
+            while ml.held:
+                audio = self.to_model.convert(ml.held.popleft())
+                if audio:
+                    acts.append(self._to_model(ev.AppendAudio(audio)))
+            return acts + self._greet()
+        acts.insert(0, self._log("reconnect", now, attempt=ml.reconnects, ok=True, link=link, items=len(self.history)))
+        return acts + self._resume(now, after_drop=True)
+
+    def _resume(self, now: float, after_drop: bool) -> list[Action]:
+        """Give the live link the call so far, the caller audio it missed, and an answer if one is due."""
+        ml = self.link
+        acts: list[Action] = [self._to_model(c) for c in self.history.replay()]
+        fresh = CallerToModel(self.opts.audio_mode)
+        untranscribed = [i for i in self._pending_transcripts if not self.history.has_text(i)]
+        if untranscribed and ml.utterance and not ml.speaking:
+            # the caller's last words never got a transcript: give them as audio
+            audio = _joined(fresh, ml.utterance)
+            if audio:
+                acts.append(self._to_model(ev.AddUserAudio(audio)))
+        self._pending_transcripts.clear()
+        # what the new session's input buffer must hear: the utterance in progress, or the pre-roll
+        frames = list(ml.utterance) if ml.speaking else list(ml.tail if not after_drop else ml.held)
+        ml.held.clear()
+        self.to_model.reset()
+        for f in frames:
+            audio = self.to_model.convert(f)
+            if audio:
+                acts.append(self._to_model(ev.AppendAudio(audio)))
+        if self.exit is not None:
+            return acts + self._maybe_exit(now)
+        if self._cut_off:
+            self._cut_off = False
+            acts.append(self._say_out_of_band(self.opts.reconnect_message, "apology"))
+            self._want_response = True  # then finish the answer that was cut off
+        elif self._turn_open and not self.tools.running:
+            self._request_response(acts)
+        acts += self._continue(now)
+        return acts
+
+    def on_model_down(self, link: int, reason: str, now: float, retryable: bool = True) -> list[Action]:
+        """Link `link` could not be opened, or closed under the call."""
+        if self.ended:
+            return []
+        ml = self.link
+        if link == ml.opening:
+            ml.opening = 0
+            if ml.purpose == "rollover":
+                ml.standby_ready = False
+                if ml.soft_at is not None and ml.hard_at is not None:  # try again in a moment
+                    ml.soft_at = min(now + 2.0, ml.hard_at)
+                return [self._log("rollover", now, phase="failed", link=link, error=reason)]
+            delay = ml.next_backoff() if retryable else None
+            acts: list[Action] = [self._log("reconnect" if ml.purpose == "reconnect" else "error", now,
+                                            **({"attempt": ml.reconnects, "ok": False, "error": reason}
+                                               if ml.purpose == "reconnect" else
+                                               {"source": "model", "message": f"model connection failed: {reason}",
+                                                "code": "model_connect_failed"}))]
+            if delay is None:
+                return acts + self._model_gone(reason, now)
+            return acts + [OpenModel(ml.open_next(ml.purpose), delay)]
+        if link != ml.live:
+            return []
+        # the live session is gone: recover on a new one (the standby, when one is ready)
+        r = self.responses
+        self._cut_off = r.active is not None and r.active not in r.stale and any(
+            r.produced.get(i, 0.0) > 0 and i not in r.audio_done
+            for i, u in r.utterances.items() if u.response_id == r.active)
+        if r.active is not None:
+            for i, u in r.utterances.items():
+                if u.response_id == r.active and u.text.strip():
+                    self.history.text(i, "assistant", u.text.strip())
+        r.abandon()
+        r.oob_items.update(r.produced)  # items of the old session cannot be truncated on the new one
+        self.tools.link_lost()
+        ml.lost()
+        acts = [self._log("error", now, source="model", message=f"model connection lost: {reason}",
+                          code="model_lost", link=link)]
+        if ml.standby_ready:
+            return acts + self._switch(now, forced=True)
+        if ml.reconnects >= ml.max_reconnects:
+            return acts + self._model_gone(reason, now)
+        ml.reconnects += 1
+        if ml.opening:  # a rollover was opening: it becomes the reconnect
+            ml.purpose = "reconnect"
+            return acts
+        delay = ml.next_backoff()
+        return acts + [OpenModel(ml.open_next("reconnect"), delay or 0.0)]
+
+    def _model_gone(self, reason: str, now: float) -> list[Action]:
+        return [self._log("error", now, source="model", message=f"model connection closed: {reason}",
+                          code="model_closed")] + self.end("model_closed", now)
+
+    # ------------------------------------------------------------------------------ rollover
+    def _quiet(self, now: float) -> bool:
+        """Nobody speaks and nothing is being generated or run. Agent audio may still be playing:
+        it was generated on the old session and plays out whatever session serves the call."""
+        pending = any(now - t < TRANSCRIPT_WAIT_S for t in self._pending_transcripts.values())
+        return not (self.link.speaking or self.responses.in_progress or self.tools.running
+                    or self.exit or self._want_response or self._dtmf or pending)
+
+    def _maybe_roll_over(self, now: float) -> list[Action]:
+        ml = self.link
+        if not ml.standby_ready:
+            return []
+        if self._quiet(now):
+            return self._switch(now, forced=False)
+        if ml.hard_at is not None and now >= ml.hard_at:
+            ml.overdue = True
+            # past the hard deadline: switch even while the caller speaks (their audio goes along),
+            # never in the middle of an answer (if the service ends the session first, the ready
+            # standby takes over at once, as after a drop)
+            if not self.responses.in_progress:
+                return self._switch(now, forced=True)
+        return []
+
+    def _switch(self, now: float, forced: bool) -> list[Action]:
+        """The standby link becomes live: context, pre-roll, then the old link is closed."""
+        ml = self.link
+        new = ml.opening
+        was_ready = ml.ready
+        self.responses.oob_items.update(self.responses.produced)  # the old session's items stay there
+        old = ml.became_live(new, now, self._standby_expires)
+        if was_ready:
+            ml.rollovers += 1
+        acts: list[Action] = [self._log("rollover", now, phase="switched", link=new, forced=forced,
+                                        items=len(self.history))]
+        acts += self._resume(now, after_drop=not was_ready)
+        if old:
+            acts.append(CloseModel(old))
+        return acts
+
+    # ------------------------------------------------------------------------------ timers
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self._dtmf_due, self.exit.deadline if self.exit else None,
+                             self.started_at + self.opts.max_call_duration_s,
+                             (None if self.link.overdue else self.link.hard_at) if self.link.standby_ready else
+                             (self.link.soft_at if not self.link.opening else None)) if t is not None]
+        return min(times) if times else None
+
+    def tick(self, now: float) -> list[Action]:
+        if self.ended:
+            return []
+        acts: list[Action] = []
+        if self._dtmf_due is not None and now >= self._dtmf_due:
+            acts += self._flush_dtmf(now)
+        if self.exit is None and now >= self.started_at + self.opts.max_call_duration_s:
+            acts += self._time_limit(now)
+        if self.exit is not None:
+            return acts + self._maybe_exit(now)
+        ml = self.link
+        if ml.ready and not ml.opening and ml.soft_at is not None and now >= ml.soft_at:
+            acts.append(OpenModel(ml.open_next("rollover")))
+        elif ml.standby_ready:
+            acts += self._maybe_roll_over(now)
+        return acts
+
+    def _time_limit(self, now: float) -> list[Action]:
+        acts = self._barge_in(now, cause="time_limit")
+        r = self.responses
+        if r.active is not None and r.active not in r.stale and self.link.ready:
+            acts.append(self._to_model(ev.CancelResponse()))
+            r.stale.add(r.active)
+        self.exit = ExitPlan(Control("hangup"), "max_duration", now + min(self.opts.exit_grace_s, 15.0), "speaking")
+        if self.link.ready:
+            acts.append(self._say_out_of_band(self.opts.time_limit_message, "goodbye"))
+        else:
+            self.exit.goodbye = "none"
+        return acts
+
+    def _greet(self) -> list[Action]:
+        """Greet as soon as the model is ready: before the stream starts (pre-warm), the greeting's
+        audio waits here and plays the moment the stream opens."""
+        if self.greeted:
+            return []
+        self.greeted = True
+        if self.opts.greeting_text:
+            instructions = SAY_EXACTLY.format(text=self.opts.greeting_text)
+        elif self.opts.greeting_instructions:
+            instructions = self.opts.greeting_instructions
+        else:
+            return []
+        acts: list[Action] = []
+        self._create_response(acts, instructions=instructions, metadata={"voicegw": "greeting"})
+        return acts
+
+
+def _joined(conv: CallerToModel, frames: Iterable[str]) -> str:
+    """Caller frames converted to the model's input format and joined into one base64 payload."""
+    raw = b"".join(binascii.a2b_base64(conv.convert(f)) for f in frames)
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")

@@ -1,0 +1,122 @@
+"""One direction of outbound traffic: items are queued without waiting and sent, in order, by one
+task. The call core's actions are performed synchronously (nothing in the interpreter awaits), so a
+slow peer on one side never delays the other side or the reading of either socket: the Twilio
+reader keeps taking marks while a model send waits on flow control, and the reverse.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Awaitable, Callable, Generic, TypeVar
+
+log = logging.getLogger("voicegw.call")
+
+T = TypeVar("T")
+
+
+class WriterFailed(Exception):
+    """The writer gave up: its send failed, timed out, or its queue overflowed."""
+
+
+class Writer(Generic[T]):
+    """Sends queued items with `send`; on failure calls `on_fail` once and drops everything after.
+
+    `timeout_s` bounds each batch of sends (one deadline per wake-up, not per item: at 50 frames a
+    second per call, a timer per frame is measurable); `max_queued` bounds what may wait.
+    """
+
+    __slots__ = ("_send", "_on_fail", "_timeout_s", "_max", "_queue", "_wake", "_idle", "_task", "failed", "name")
+
+    def __init__(self, send: Callable[[T], Awaitable[None]], on_fail: Callable[[Exception], None], *,
+                 name: str, timeout_s: float | None = None, max_queued: int = 10_000) -> None:
+        self._send = send
+        self._on_fail = on_fail
+        self._timeout_s = timeout_s
+        self._max = max_queued
+        self._queue: deque[T] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.failed: Exception | None = None
+        self.name = name
+        self._task: asyncio.Task[None] | None = asyncio.ensure_future(self._run())
+        self._task.set_name(name)
+
+    def put(self, item: T) -> bool:
+        """Queue an item; False when the writer has failed or been closed (the item is dropped)."""
+        if self._task is None:
+            return False
+        queue = self._queue
+        if len(queue) >= self._max:
+            self._fail(WriterFailed(f"{self.name}: {len(queue)} items queued, the peer is not reading"))
+            return False
+        queue.append(item)
+        if self._idle.is_set():
+            self._idle.clear()
+            self._wake.set()
+        return True
+
+    def purge(self) -> int:
+        """Drop every queued item not yet being sent; returns how many."""
+        n = len(self._queue)
+        self._queue.clear()
+        return n
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued was sent (True), or `timeout_s` passed (False)."""
+        if self._task is None:
+            return not self._queue
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        """Stop at once; what is still queued is dropped."""
+        task, self._task = self._task, None
+        self._queue.clear()
+        self._idle.set()
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _fail(self, exc: Exception) -> None:
+        if self.failed is not None:
+            return
+        self.failed = exc
+        self.close()
+        try:
+            self._on_fail(exc)
+        except Exception:  # noqa: BLE001 - a failing callback must not hide the first failure
+            log.exception("%s: failure handler raised", self.name)
+
+    async def _run(self) -> None:
+        queue, send, wake, idle = self._queue, self._send, self._wake, self._idle
+        timeout = self._timeout_s
+        while True:
+            if not queue:
+                idle.set()
+                wake.clear()
+                await wake.wait()
+                continue
+            try:
+                if timeout is None:
+                    while queue:
+                        await send(queue.popleft())
+                else:
+                    async with asyncio.timeout(timeout):
+                        while queue:
+                            await send(queue.popleft())
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                self._fail(WriterFailed(f"{self.name}: send timed out after {timeout:g}s"))
+                return
+            except Exception as exc:  # noqa: BLE001 - any send failure ends this direction
+                self._fail(exc)
+                return
