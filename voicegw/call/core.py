@@ -82,6 +82,7 @@ class CallCore:
         self._speech_stopped_at: float | None = None
         self._awaiting_first_audio = False
         self._want_response = False  # answer as soon as nothing else is in progress
+        self._requested = 0  # responses asked for on the live link that have not started yet
         self._turn_open = False  # the caller's last turn has no completed answer yet
         self._cut_off = False  # the last drop cut the agent off mid-answer
         self._pending_transcripts: dict[str, float] = {}  # caller items awaiting their transcript
@@ -101,6 +102,7 @@ class CallCore:
     def _create_response(self, acts: list[Action], **kw: object) -> None:
         acts.append(self._to_model(ev.CreateResponse(**kw)))  # type: ignore[arg-type]
         self._want_response = False
+        self._requested += 1
 
     def _request_response(self, acts: list[Action]) -> None:
         """Ask the model to answer now, or as soon as what is in progress has ended."""
@@ -112,6 +114,7 @@ class CallCore:
     def _say_out_of_band(self, text: str, kind: str) -> ToModel:
         """A verbatim line outside the conversation (fillers, goodbyes, apologies): the model's
         context is not changed by it, and barge-in never truncates it."""
+        self._requested += 1
         return self._to_model(ev.CreateResponse(instructions=SAY_EXACTLY.format(text=text), conversation="none",
                                                 metadata={"voicegw": kind}, input=()))
 
@@ -298,6 +301,7 @@ class CallCore:
 
     def _response_started(self, e: ev.ResponseStarted, now: float) -> list[Action]:
         kind = str((e.metadata or {}).get("voicegw") or "turn")
+        self._requested = max(0, self._requested - 1)
         self.responses.started(e.response_id, kind, out_of_band=e.conversation == "none" or kind in OUT_OF_BAND)
         if self.exit is not None and kind in ("turn", "goodbye"):
             self.exit.goodbye_started(e.response_id)
@@ -333,7 +337,8 @@ class CallCore:
             acts.append(self._log("error", now, source="model", message=f"response failed: {detail}",
                                   code="response_failed"))
         kind = r.kinds.get(e.response_id, "turn")
-        if e.status == "completed" and e.response_id == r.active and kind != "greeting":
+        if e.status == "completed" and e.response_id == r.active and kind != "greeting" \
+                and e.response_id not in self.tools.waiting_responses:  # its tools' follow-up answers
             self._turn_open = False
         r.done(e.response_id)
         if self.exit is not None:
@@ -504,8 +509,10 @@ class CallCore:
         if ml.purpose == "rollover":
             ml.standby_ready = True
             self._standby_expires = expires_at
+            # quiet already: switch now (no later event need come to trigger it)
             return [ToModel(ev.UpdateSession(self.config), link),
-                    self._log("rollover", now, phase="started", link=link, session_age_s=round(now - ml.opened_at, 1))]
+                    self._log("rollover", now, phase="started", link=link, session_age_s=round(now - ml.opened_at, 1)),
+                    *self._maybe_roll_over(now)]
         purpose = ml.purpose
         ml.became_live(link, now, expires_at)
         acts: list[Action] = [self._to_model(ev.UpdateSession(self.config))]
@@ -543,7 +550,10 @@ class CallCore:
         if self._cut_off:
             self._cut_off = False
             acts.append(self._say_out_of_band(self.opts.reconnect_message, "apology"))
-            self._want_response = True  # then finish the answer that was cut off
+            # then finish the answer that was cut off, once the apology is done (_continue): an
+            # out-of-band response asked for now would be spoken over it
+            self._want_response = True
+            return acts
         elif self._turn_open and not self.tools.running:
             self._request_response(acts)
         acts += self._continue(now)
@@ -581,12 +591,20 @@ class CallCore:
             for i, u in r.utterances.items():
                 if u.response_id == r.active and u.text.strip():
                     self.history.text(i, "assistant", u.text.strip())
+        acts = []
+        for i, u in r.utterances.items():
+            if (u.response_id == r.active or u.response_id in r.oob) and not u.logged and u.text.strip():
+                # its audio was sent and plays on: the record keeps what the agent said (end()
+                # skips abandoned responses)
+                u.logged = True
+                acts.append(self._log("transcript", now, role="agent", item_id=i, text=u.text.strip(), cut=False))
         r.abandon()
         r.oob_items.update(r.produced)  # items of the old session cannot be truncated on the new one
         self.tools.link_lost()
+        self._requested = 0
         ml.lost()
-        acts = [self._log("error", now, source="model", message=f"model connection lost: {reason}",
-                          code="model_lost", link=link)]
+        acts.append(self._log("error", now, source="model", message=f"model connection lost: {reason}",
+                              code="model_lost", link=link))
         if ml.standby_ready:
             return acts + self._switch(now, forced=True)
         if ml.reconnects >= ml.max_reconnects:
@@ -607,7 +625,7 @@ class CallCore:
         """Nobody speaks and nothing is being generated or run. Agent audio may still be playing:
         it was generated on the old session and plays out whatever session serves the call."""
         pending = any(now - t < TRANSCRIPT_WAIT_S for t in self._pending_transcripts.values())
-        return not (self.link.speaking or self.responses.in_progress or self.tools.running
+        return not (self.link.speaking or self.responses.in_progress or self._requested or self.tools.running
                     or self.exit or self._want_response or self._dtmf or pending)
 
     def _maybe_roll_over(self, now: float) -> list[Action]:
@@ -636,6 +654,7 @@ class CallCore:
             ml.rollovers += 1
         acts: list[Action] = [self._log("rollover", now, phase="switched", link=new, forced=forced,
                                         items=len(self.history))]
+        self._requested = 0  # asked of the old session: it is being closed (a due answer is asked again)
         acts += self._resume(now, after_drop=not was_ready)
         if old:
             acts.append(CloseModel(old))
@@ -643,8 +662,9 @@ class CallCore:
 
     # ------------------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
-        times = [t for t in (self._dtmf_due, self.exit.deadline if self.exit else None,
-                             self.started_at + self.opts.max_call_duration_s,
+        if self.exit is not None:  # leaving: tick() acts on nothing else, so nothing else is due
+            return self.exit.deadline if self._dtmf_due is None else min(self._dtmf_due, self.exit.deadline)
+        times = [t for t in (self._dtmf_due, self.started_at + self.opts.max_call_duration_s,
                              (None if self.link.overdue else self.link.hard_at) if self.link.standby_ready else
                              (self.link.soft_at if not self.link.opening else None)) if t is not None]
         return min(times) if times else None
