@@ -13,6 +13,7 @@ from voicegw.call.bridge import CallBridge
 from voicegw.call.core import CoreOptions
 from voicegw.calllog.entries import CallInfo, CallLogSink, NullSink
 from voicegw.config import Settings
+from voicegw.logs import set_call_sid
 from voicegw.realtime.auth import NoAuth, auth_for
 from voicegw.realtime.connection import RealtimeConnection
 from voicegw.realtime.dialects import dialect_for
@@ -110,6 +111,7 @@ class Gateway:
     # --------------------------------------------------------------------------- calls
     def create_call(self, call_sid: str, from_number: str, to_number: str) -> CallBridge:
         """Create the call and start opening its model session (pre-warm)."""
+        set_call_sid(call_sid)  # every task of the call inherits it: its log lines carry the CallSid
         entry = self.registry.for_number(to_number)
         agent = entry.agent.config
         tools: ToolRunner = entry.tools

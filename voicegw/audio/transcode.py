@@ -53,9 +53,9 @@ def _b64encode(data: bytes) -> str:
 class CallerToModel:
     """Caller audio (Twilio mu-law 8 kHz, base64) -> model input audio (base64).
 
-    In "pcm16" mode the result is 24 kHz PCM16. The resampler holds back a few tens of
-    milliseconds, so the first frames of a call may convert to "" (nothing to send yet); the
-    audio is not lost, it comes out with later frames.
+    In "pcm16" mode the result is 24 kHz PCM16. The resampler holds back its filter delay
+    (2.5 ms), so a stream's first frame converts a little short; the audio is not lost, it comes
+    out with later frames.
     """
 
     __slots__ = ("mode", "_resampler")

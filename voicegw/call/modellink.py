@@ -8,8 +8,9 @@ core makes about them:
   outages. A reconnect on loopback takes a few ms; a cloud one a few hundred.
 * **Rollover.** The service ends every session after a fixed lifetime (60 min GA/OpenAI, 30 min
   preview). From `SOFT_FRACTION` of the lifetime a replacement is opened in the background and
-  configured; the switch happens at the first quiet moment (nobody speaking, nothing playing, no
-  response or tool in flight), and is forced `HARD_MARGIN_S` before the end.
+  configured; the switch happens at the first quiet moment (nobody speaking, no response being
+  generated, no tool in flight; agent audio already generated may still be playing), and is forced
+  `HARD_MARGIN_S` before the end unless an answer is being generated.
 * **Caller audio across a switch.** While no session is usable, caller frames are held (bounded);
   the last `TAIL_FRAMES` frames and the frames of an utterance in progress are kept so a new
   session hears what the old one was hearing. Frames are kept as they came from the provider

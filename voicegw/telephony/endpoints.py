@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegw.call.bridge import CallBridge
 from voicegw.gateway import Gateway
+from voicegw.logs import set_call_sid
 from voicegw.telephony import base as tel
 from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
 from voicegw.telephony.twilio import build_connect_twiml, public_request_url, validate_signature
@@ -87,6 +88,7 @@ async def media_stream(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=POLICY_VIOLATION, reason="invalid stream token")
         return
+    set_call_sid(start.call_sid)
     call = gw.claim(start.call_sid)
     if call is None:  # the pre-warmed session expired, or the webhook ran on another replica
         p = start.custom_parameters
