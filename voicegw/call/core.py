@@ -6,32 +6,27 @@ awaits, never reads a clock and never touches a socket, so every timeline can be
 deterministically in tests. Every decision about the call lives here: barge-in, when to reconnect
 and how often, when to roll the model session over, agent switches, leaving the call.
 
-Barge-in follows DESIGN.md "Barge-in, precisely": on speech_started while the model holds agent
-audio the caller has not heard -- queued at the provider, held in the resampler, or not yet sent --
-(1) clear the provider's queue if anything is queued, (2) cancel only a response still in progress,
-and only when the server does not cancel it itself (server/semantic VAD with interrupt_response
-cancel on their own; keypad barge-in and turn_detection none need the cancel), (3) truncate each
-such item at min(heard, produced), or delete it when nothing was heard, (4) drop late deltas of the
-interrupted responses, (5) log the barge-in and cut the agent transcript to what was heard.
+The core is split by concept: barge-in is `voicegw.call.bargein.BargeIn`, the model sessions
+(first open, drop recovery, rollover) are `voicegw.call.sessions.ModelSessions`; small state
+objects hold the rest (Playout, ResponseBook, ToolBook, History, ModelLink, ExitPlan).
 """
 from __future__ import annotations
 
-import binascii
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from voicegw.audio.transcode import CallerToModel, ModelToCaller, model_audio_ms
 from voicegw.call.actions import (
-    Action, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
+    Action, CancelTools, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
+from voicegw.call.bargein import BargeIn
 from voicegw.call.history import History
 from voicegw.call.leaving import ExitPlan
 from voicegw.call.modellink import ModelLink
 from voicegw.call.playout import Playout
 from voicegw.call.responses import OUT_OF_BAND, ResponseBook
+from voicegw.call.sessions import ModelSessions
 from voicegw.call.tooling import ToolBook
-from voicegw.call.transcript import cut_text
 from voicegw.calllog.entries import CallLogEntry
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
@@ -41,7 +36,6 @@ SAY_EXACTLY = 'Say exactly this to the caller, and nothing else: "{text}"'
 KEYPAD_PREFIX = "[keypad] "
 BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 MAX_BAD_FRAME_LOGS = 20
-TRANSCRIPT_WAIT_S = 3.0  # a rollover waits this long at most for the caller's last transcript
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,7 @@ class CoreOptions:
     model_session_max_s: float | None = None  # the service's session lifetime: roll over before it
 
 
-class CallCore:
+class CallCore(BargeIn, ModelSessions):
     def __init__(self, opts: CoreOptions, now: float, wall_offset: float = 0.0):
         self.opts = opts
         self.config = opts.session_config
@@ -375,59 +369,6 @@ class CallCore:
             acts += self._maybe_roll_over(now)
         return acts
 
-    # ------------------------------------------------------------------------------ barge-in
-    def _barge_in(self, now: float, cause: str) -> list[Action]:
-        if self.stream_sid is None:
-            return []
-        r, playout = self.responses, self.playout
-        heard = {item: playout.heard_ms(item, now) for item in r.produced}
-        unheard = r.unheard_items(heard)
-        if not playout.busy and not unheard:
-            return []
-        self.barge_ins += 1
-        queued = playout.pending_items()
-        acts: list[Action] = []
-        # 1. stop the caller hearing more, at once; nothing held in the resampler goes out later
-        if playout.busy:
-            acts.append(ToCaller(tel.ClearPlayback()))
-            playout.clear(now)
-        self.to_caller.reset()
-        # 2. cancel what is still being generated, unless the server's VAD already does
-        td = self.config.turn_detection
-        server_cancels = cause == "speech" and td.type != "none" and td.interrupt_response
-        cancelled = r.active is not None and r.active not in r.stale
-        if self.link.ready:
-            if cancelled and not server_cancels:
-                acts.append(self._to_model(ev.CancelResponse()))
-            acts += [self._to_model(ev.CancelResponse(response_id=rid)) for rid in sorted(r.oob - r.stale)]
-        r.stale.update(rid for rid in (r.active, *r.oob) if rid)  # 4. late deltas are dropped
-        # 3 + 5. truncate (or delete) each item the caller did not hear in full; log; cut transcript
-        for item in dict.fromkeys([*queued, *unheard]):
-            produced = r.produced.get(item, 0.0)
-            end_ms = int(min(heard.get(item, 0.0), produced))
-            action = "none"
-            if item in unheard:
-                # settled: the model's item now holds exactly what the caller heard
-                r.produced.pop(item, None)
-                cmd: ev.ClientCommand = ev.TruncateItem(item, end_ms) if end_ms >= 1 else ev.DeleteItem(item)
-                action = "truncate" if end_ms >= 1 else "delete"
-                if self.link.ready:
-                    acts.append(self._to_model(cmd))
-            acts.append(self._log("barge_in", now, item_id=item, heard_ms=round(heard.get(item, 0.0), 1),
-                                  produced_ms=round(produced, 1), audio_end_ms=end_ms, action=action,
-                                  cancelled=cancelled, cause=cause))
-            utt = r.utterances.get(item)
-            if utt is not None and item not in r.oob_items and not utt.cut:
-                # replaces the full text if it was already logged: the record keeps what was heard
-                utt.logged = utt.cut = True
-                text = cut_text(utt.text.strip(), end_ms, produced)
-                if text:
-                    self.history.text(item, "assistant", text)
-                else:
-                    self.history.forget(item)
-                acts.append(self._log("transcript", now, role="agent", item_id=item, text=text or "…", cut=True))
-        return acts
-
     # --------------------------------------------------------------------------------- tools
     def on_tool_done(self, call_id: str, outcome: ToolOutcome, now: float) -> list[Action]:
         if self.ended:
@@ -500,166 +441,6 @@ class CallCore:
         acts.append(EndCall(reason))
         return acts
 
-    # ------------------------------------------------------------------------ model links
-    def _link_opened(self, link: int, e: ev.SessionStarted, now: float) -> list[Action]:
-        ml = self.link
-        expires = e.session.get("expires_at")
-        expires_at = (float(expires) - self.wall_offset) if isinstance(expires, (int, float)) \
-            and not isinstance(expires, bool) and expires > 0 else None
-        if ml.purpose == "rollover":
-            ml.standby_ready = True
-            self._standby_expires = expires_at
-            # quiet already: switch now (no later event need come to trigger it)
-            return [ToModel(ev.UpdateSession(self.config), link),
-                    self._log("rollover", now, phase="started", link=link, session_age_s=round(now - ml.opened_at, 1)),
-                    *self._maybe_roll_over(now)]
-        purpose = ml.purpose
-        ml.became_live(link, now, expires_at)
-        acts: list[Action] = [self._to_model(ev.UpdateSession(self.config))]
-        if purpose == "first":
-            while ml.held:
-                audio = self.to_model.convert(ml.held.popleft())
-                if audio:
-                    acts.append(self._to_model(ev.AppendAudio(audio)))
-            return acts + self._greet()
-        acts.insert(0, self._log("reconnect", now, attempt=ml.reconnects, ok=True, link=link, items=len(self.history)))
-        return acts + self._resume(now, after_drop=True)
-
-    def _resume(self, now: float, after_drop: bool) -> list[Action]:
-        """Give the live link the call so far, the caller audio it missed, and an answer if one is due."""
-        ml = self.link
-        acts: list[Action] = [self._to_model(c) for c in self.history.replay()]
-        fresh = CallerToModel(self.opts.audio_mode)
-        untranscribed = [i for i in self._pending_transcripts if not self.history.has_text(i)]
-        if untranscribed and ml.utterance and not ml.speaking:
-            # the caller's last words never got a transcript: give them as audio
-            audio = _joined(fresh, ml.utterance)
-            if audio:
-                acts.append(self._to_model(ev.AddUserAudio(audio)))
-        self._pending_transcripts.clear()
-        # what the new session's input buffer must hear: the utterance in progress, or the pre-roll
-        frames = list(ml.utterance) if ml.speaking else list(ml.tail if not after_drop else ml.held)
-        ml.held.clear()
-        self.to_model.reset()
-        for f in frames:
-            audio = self.to_model.convert(f)
-            if audio:
-                acts.append(self._to_model(ev.AppendAudio(audio)))
-        if self.exit is not None:
-            return acts + self._maybe_exit(now)
-        if self._cut_off:
-            self._cut_off = False
-            acts.append(self._say_out_of_band(self.opts.reconnect_message, "apology"))
-            # then finish the answer that was cut off, once the apology is done (_continue): an
-            # out-of-band response asked for now would be spoken over it
-            self._want_response = True
-            return acts
-        elif self._turn_open and not self.tools.running:
-            self._request_response(acts)
-        acts += self._continue(now)
-        return acts
-
-    def on_model_down(self, link: int, reason: str, now: float, retryable: bool = True) -> list[Action]:
-        """Link `link` could not be opened, or closed under the call."""
-        if self.ended:
-            return []
-        ml = self.link
-        if link == ml.opening:
-            ml.opening = 0
-            if ml.purpose == "rollover":
-                ml.standby_ready = False
-                if ml.soft_at is not None and ml.hard_at is not None:  # try again in a moment
-                    ml.soft_at = min(now + 2.0, ml.hard_at)
-                return [self._log("rollover", now, phase="failed", link=link, error=reason)]
-            delay = ml.next_backoff() if retryable else None
-            acts: list[Action] = [self._log("reconnect" if ml.purpose == "reconnect" else "error", now,
-                                            **({"attempt": ml.reconnects, "ok": False, "error": reason}
-                                               if ml.purpose == "reconnect" else
-                                               {"source": "model", "message": f"model connection failed: {reason}",
-                                                "code": "model_connect_failed"}))]
-            if delay is None:
-                return acts + self._model_gone(reason, now)
-            return acts + [OpenModel(ml.open_next(ml.purpose), delay)]
-        if link != ml.live:
-            return []
-        # the live session is gone: recover on a new one (the standby, when one is ready)
-        r = self.responses
-        self._cut_off = r.active is not None and r.active not in r.stale and any(
-            r.produced.get(i, 0.0) > 0 and i not in r.audio_done
-            for i, u in r.utterances.items() if u.response_id == r.active)
-        if r.active is not None:
-            for i, u in r.utterances.items():
-                if u.response_id == r.active and u.text.strip():
-                    self.history.text(i, "assistant", u.text.strip())
-        acts = []
-        for i, u in r.utterances.items():
-            if (u.response_id == r.active or u.response_id in r.oob) and not u.logged and u.text.strip():
-                # its audio was sent and plays on: the record keeps what the agent said (end()
-                # skips abandoned responses)
-                u.logged = True
-                acts.append(self._log("transcript", now, role="agent", item_id=i, text=u.text.strip(), cut=False))
-        r.abandon()
-        r.oob_items.update(r.produced)  # items of the old session cannot be truncated on the new one
-        self.tools.link_lost()
-        self._requested = 0
-        ml.lost()
-        acts.append(self._log("error", now, source="model", message=f"model connection lost: {reason}",
-                              code="model_lost", link=link))
-        if ml.standby_ready:
-            return acts + self._switch(now, forced=True)
-        if ml.reconnects >= ml.max_reconnects:
-            return acts + self._model_gone(reason, now)
-        ml.reconnects += 1
-        if ml.opening:  # a rollover was opening: it becomes the reconnect
-            ml.purpose = "reconnect"
-            return acts
-        delay = ml.next_backoff()
-        return acts + [OpenModel(ml.open_next("reconnect"), delay or 0.0)]
-
-    def _model_gone(self, reason: str, now: float) -> list[Action]:
-        return [self._log("error", now, source="model", message=f"model connection closed: {reason}",
-                          code="model_closed")] + self.end("model_closed", now)
-
-    # ------------------------------------------------------------------------------ rollover
-    def _quiet(self, now: float) -> bool:
-        """Nobody speaks and nothing is being generated or run. Agent audio may still be playing:
-        it was generated on the old session and plays out whatever session serves the call."""
-        pending = any(now - t < TRANSCRIPT_WAIT_S for t in self._pending_transcripts.values())
-        return not (self.link.speaking or self.responses.in_progress or self._requested or self.tools.running
-                    or self.exit or self._want_response or self._dtmf or pending)
-
-    def _maybe_roll_over(self, now: float) -> list[Action]:
-        ml = self.link
-        if not ml.standby_ready:
-            return []
-        if self._quiet(now):
-            return self._switch(now, forced=False)
-        if ml.hard_at is not None and now >= ml.hard_at:
-            ml.overdue = True
-            # past the hard deadline: switch even while the caller speaks (their audio goes along),
-            # never in the middle of an answer (if the service ends the session first, the ready
-            # standby takes over at once, as after a drop)
-            if not self.responses.in_progress:
-                return self._switch(now, forced=True)
-        return []
-
-    def _switch(self, now: float, forced: bool) -> list[Action]:
-        """The standby link becomes live: context, pre-roll, then the old link is closed."""
-        ml = self.link
-        new = ml.opening
-        was_ready = ml.ready
-        self.responses.oob_items.update(self.responses.produced)  # the old session's items stay there
-        old = ml.became_live(new, now, self._standby_expires)
-        if was_ready:
-            ml.rollovers += 1
-        acts: list[Action] = [self._log("rollover", now, phase="switched", link=new, forced=forced,
-                                        items=len(self.history))]
-        self._requested = 0  # asked of the old session: it is being closed (a due answer is asked again)
-        acts += self._resume(now, after_drop=not was_ready)
-        if old:
-            acts.append(CloseModel(old))
-        return acts
-
     # ------------------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         if self.exit is not None:  # leaving: tick() acts on nothing else, so nothing else is due
@@ -714,9 +495,3 @@ class CallCore:
         acts: list[Action] = []
         self._create_response(acts, instructions=instructions, metadata={"voicegw": "greeting"})
         return acts
-
-
-def _joined(conv: CallerToModel, frames: Iterable[str]) -> str:
-    """Caller frames converted to the model's input format and joined into one base64 payload."""
-    raw = b"".join(binascii.a2b_base64(conv.convert(f)) for f in frames)
-    return binascii.b2a_base64(raw, newline=False).decode("ascii")
