@@ -114,8 +114,11 @@ class Writer(Generic[T]):
                             await send(queue.popleft())
             except asyncio.CancelledError:
                 raise
-            except TimeoutError:
-                self._fail(WriterFailed(f"{self.name}: send timed out after {timeout:g}s"))
+            except TimeoutError as exc:
+                # our batch deadline, or (with no deadline of ours) a TimeoutError out of `send`
+                # itself: either way a failed send, reported like any other
+                self._fail(WriterFailed(f"{self.name}: send timed out after {timeout:g}s") if timeout is not None
+                           else exc)
                 return
             except Exception as exc:  # noqa: BLE001 - any send failure ends this direction
                 self._fail(exc)
