@@ -74,6 +74,8 @@ class AgentConfig(_Strict):
     max_call_duration: float = 1800.0  # seconds
     max_output_tokens: int | Literal["inf"] | None = None
     language: str | None = None
+    # kinds of values masked in caller and agent transcripts (cards by Luhn check)
+    redact_transcripts: list[Literal["phone", "card", "email"]] = Field(default_factory=list)
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("greeting", mode="before")

@@ -230,7 +230,7 @@ class CallBridge:
             link.writer.close()
         if self._links.get(link.n) is link and not link.closing:
             del self._links[link.n]
-            await _close_quietly(conn)
+            self._spawn_closer(_close_quietly(conn), f"model-close:{link.n}")  # the core hears of it now
             log.warning("call %s: model link %d lost: %s", self.info.call_sid, link.n, reason)
             self.perform(self.core.on_model_down(link.n, reason, self.clock()))
 

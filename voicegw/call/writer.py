@@ -49,7 +49,9 @@ class Writer(Generic[T]):
             return False
         queue = self._queue
         if len(queue) >= self._max:
-            self._fail(WriterFailed(f"{self.name}: {len(queue)} items queued, the peer is not reading"))
+            # reported on the next loop turn: `put` runs inside the bridge's interpreter, whose
+            # action list must finish before the failure's own actions run
+            self._fail(WriterFailed(f"{self.name}: {len(queue)} items queued, the peer is not reading"), later=True)
             return False
         queue.append(item)
         if self._idle.is_set():
@@ -85,11 +87,17 @@ class Writer(Generic[T]):
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: Exception, later: bool = False) -> None:
         if self.failed is not None:
             return
         self.failed = exc
         self.close()
+        if later:
+            asyncio.get_running_loop().call_soon(self._notify, exc)
+        else:
+            self._notify(exc)
+
+    def _notify(self, exc: Exception) -> None:
         try:
             self._on_fail(exc)
         except Exception:  # noqa: BLE001 - a failing callback must not hide the first failure

@@ -8,6 +8,7 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
+from starlette.types import Message
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -57,10 +58,22 @@ async def voice_webhook(request: Request) -> Response:
     return Response(twiml, media_type="application/xml")
 
 
+def _event_of(message: Message, gw: Gateway) -> tel.StreamEvent:
+    """One ASGI WebSocket message -> one stream event. Twilio sends text frames only: a binary
+    frame is a bad frame (logged and skipped by the call), a disconnect ends the read loop."""
+    text = message.get("text")
+    if text is not None:
+        return gw.codec.parse(text)
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    data = message.get("bytes") or b""
+    return tel.BadFrame(error=f"binary frame of {len(data)} bytes (Twilio sends text frames)")
+
+
 async def _await_start(ws: WebSocket, gw: Gateway) -> tel.StreamStarted | None:
     async with asyncio.timeout(START_TIMEOUT_S):
         while True:
-            event = gw.codec.parse(await ws.receive_text())
+            event = _event_of(await ws.receive(), gw)
             if isinstance(event, tel.StreamStarted):
                 return event
             if isinstance(event, tel.StreamStopped):
@@ -117,20 +130,19 @@ async def _read_frames(ws: WebSocket, gw: Gateway, call: CallBridge) -> None:
     context manager 50 times a second per call. Feeding a frame never waits: what the call sends
     in answer goes through its writers, so marks are read promptly whatever the model socket does.
     """
-    parse = gw.codec.parse
-    receive = ws.receive_text
+    receive = ws.receive
     on_frame = call.on_frame
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(FRAME_TIMEOUT_S + GUARD_SLACK_S) as guard:
             pushed = loop.time()
             while not call.ended.is_set():
-                text = await receive()
+                message = await receive()
                 now = loop.time()
                 if now - pushed >= GUARD_SLACK_S:
                     guard.reschedule(now + FRAME_TIMEOUT_S + GUARD_SLACK_S)
                     pushed = now
-                event = parse(text)
+                event = _event_of(message, gw)
                 on_frame(event)
                 if isinstance(event, tel.StreamStopped):
                     return
