@@ -275,6 +275,7 @@ class Settings:
     tool_hosts: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
     model_session_max: float | None = None  # None: the service's documented lifetime for the dialect
+    model_connect_budget: float = 4.0  # the whole time to a usable model session, retries included
 
     @property
     def model_session_lifetime(self) -> float:
@@ -320,6 +321,7 @@ class Settings:
             tool_hosts=tuple(h.strip() for h in env.get("VOICEGW_TOOL_HOSTS", "").split(",") if h.strip()),
             trusted_proxies=_networks(env, "VOICEGW_TRUSTED_PROXIES"),
             model_session_max=_duration(env, "VOICEGW_MODEL_SESSION_MAX", None),
+            model_connect_budget=_duration(env, "VOICEGW_MODEL_CONNECT_BUDGET", 4.0) or 4.0,
         )
         if secret_txt:
             values["stream_secret"] = secret_txt.encode()

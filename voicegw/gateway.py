@@ -99,11 +99,14 @@ class Gateway:
             await close()
 
     # --------------------------------------------------------------------------- model
-    async def open_model(self) -> RealtimeConnection:
+    async def open_model(self, timeout_s: float | None = None) -> RealtimeConnection:
+        """One attempt to open a model session, within `timeout_s` (what is left of the call's
+        connect budget) and never longer than the per-attempt timeout. Retries are the call core's
+        decision (voicegw.call.modellink)."""
+        timeout = self.settings.model_connect_timeout if timeout_s is None else min(
+            max(0.1, timeout_s), self.settings.model_connect_timeout)
         try:
-            # retries are the call core's decision (voicegw.call.modellink): one attempt here
-            return await RealtimeConnection.open(
-                self._url, self._auth, self._dialect, open_timeout=self.settings.model_connect_timeout, retries=0)
+            return await RealtimeConnection.open(self._url, self._auth, self._dialect, open_timeout=timeout, retries=0)
         except Exception:
             self.metrics.model_connect_failures += 1
             raise
