@@ -46,6 +46,8 @@ class CoreOptions:
     greeting_instructions: str | None = None
     max_call_duration_s: float = 1800.0
     time_limit_message: str = "I'm sorry, we have reached the time limit for this call. Goodbye."
+    drain_message: str = "I'm sorry, I have to end our call now. Please call us back. Goodbye."
+    drain_transfer_message: str = "Please hold while I transfer your call."
     dtmf_flush_s: float = 1.5
     exit_grace_s: float = 20.0  # longest wait for goodbye audio before hanging up anyway
     fillers: dict[str, str] = field(default_factory=dict)
@@ -468,17 +470,33 @@ class CallCore(BargeIn, ModelSessions):
         return acts
 
     def _time_limit(self, now: float) -> list[Action]:
-        acts = self._barge_in(now, cause="time_limit")
+        return self._leave_now(now, "time_limit", self.opts.time_limit_message, Control("hangup"), "max_duration")
+
+    def on_drain(self, now: float, transfer_to: str | None = None) -> list[Action]:
+        """The gateway is shutting down and this call outlived the drain timeout: a short goodbye,
+        then hang up -- or hand the caller to `transfer_to` (the overflow number)."""
+        if self.ended or self.exit is not None:
+            return []
+        if self.stream_sid is None:  # nobody on the line yet
+            return self.end("gateway_drain", now)
+        if transfer_to:
+            return self._leave_now(now, "drain", self.opts.drain_transfer_message, Control("transfer", transfer_to),
+                                   "transferred")
+        return self._leave_now(now, "drain", self.opts.drain_message, Control("hangup"), "gateway_drain")
+
+    def _leave_now(self, now: float, cause: str, message: str, control: Control, reason: str) -> list[Action]:
+        """Cut the agent off, say `message` out-of-band, then perform `control` and end."""
+        acts = self._barge_in(now, cause=cause)
         r = self.responses
         if r.active is not None and r.active not in r.stale and self.link.ready:
             acts.append(self._to_model(ev.CancelResponse()))
             r.stale.add(r.active)
-        self.exit = ExitPlan(Control("hangup"), "max_duration", now + min(self.opts.exit_grace_s, 15.0), "speaking")
+        self.exit = ExitPlan(control, reason, now + min(self.opts.exit_grace_s, 15.0), "speaking")
         if self.link.ready:
-            acts.append(self._say_out_of_band(self.opts.time_limit_message, "goodbye"))
+            acts.append(self._say_out_of_band(message, "goodbye"))
         else:
             self.exit.goodbye = "none"
-        return acts
+        return acts + self._maybe_exit(now)
 
     def _greet(self) -> list[Action]:
         """Greet as soon as the model is ready: before the stream starts (pre-warm), the greeting's
