@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fake_twilio_rest import FakeTwilioRest
 from voicegw.telephony.base import (
@@ -201,11 +204,86 @@ def test_parse_real_twilio_frames() -> None:
     ('{"event": "media", "media": {"payload": "AA==", "timestamp": "soon"}}', "bad number"),
     ('{"event": "start", "streamSid": "MZ\\"x", "start": {"callSid": "CA1"}}', "streamSid"),
     ('{"event": "mark"}', "missing"),
+    # hostile shapes: each is one BadFrame with a reason, never an exception
+    ("null", "not a JSON object"),
+    ('"media"', "not a JSON object"),
+    ("[" * 70_000, "over the"),  # bounded before parsing (a deep nest would be a RecursionError)
+    ("[" * 30_000, "nested too deeply"),
+    ('{"media": {"payload": "AA=="}}', "no event"),
+    ('{"event": {"nested": "object"}}', "unknown event"),
+    ('{"event": "media", "media": "AA=="}', "no media object"),
+    ('{"event": "media", "media": {"payload": 12}}', "not a string"),
+    ('{"event": "media", "media": {"payload": ""}}', "empty"),
+    ('{"event": "media", "media": {"payload": "AA=A"}}', "not valid base64"),
+    ('{"event": "media", "media": {"payload": "AAA"}}', "not valid base64"),
+    ('{"event": "media", "media": {"payload": "AAAA===="}}', "excess padding"),
+    ('{"event": "media", "media": {"payload": "AA\\nA=="}}', "not valid base64"),
+    ('{"event": "media", "media": {"payload": "//8=//8="}}', "not valid base64"),
+    ('{"event": "media", "media": {"payload": "' + "A" * 10_672 + '"}}', "over 1 s of audio"),
+    ('{"event": "media", "media": {"payload": "AA==", "timestamp": 1e999}}', "bad number"),
+    ('{"event": "media", "media": {"payload": "AA==", "timestamp": 12.5}}', "bad number"),
+    ('{"event": "media", "media": {"payload": "AA==", "timestamp": -20}}', "out of range"),
+    ('{"event": "media", "media": {"payload": "AA==", "chunk": "-3"}}', "bad number"),
+    ('{"event": "media", "media": {"payload": "AA==", "chunk": "99999999999999999999"}}', "bad number"),
+    ('{"event": "media", "media": {"payload": "AA==", "chunk": "\u0661"}}', "bad number"),
+    ('{"event": "media", "media": {"payload": "AA==", "chunk": true}}', "bad number"),
+    ('{"event": "media", "media": {"payload": "AA==", "timestamp": ' + "9" * 5000 + "}}", "not JSON"),
+    ('{"event": "dtmf", "dtmf": {"digit": "12"}}', "bad digit"),
+    ('{"event": "dtmf", "dtmf": {"digit": "E"}}', "bad digit"),
+    ('{"event": "dtmf", "dtmf": {"digit": 5}}', "bad digit"),
+    ('{"event": "dtmf", "dtmf": {}}', "bad digit"),
+    ('{"event": "mark", "mark": {"name": ""}}', "no name"),
+    ('{"event": "mark", "mark": {"name": ["m1"]}}', "no name"),
+    ('{"event": "mark", "mark": {"name": "' + "m" * 129 + '"}}', "over 128"),
+    ('{"event": "start", "streamSid": "MZ1\\n", "start": {"callSid": "CA1"}}', "streamSid"),
+    ('{"event": "start", "streamSid": "MZ1", "start": {"callSid": 7}}', "callSid"),
+    ('{"event": "start", "streamSid": "MZ1", "start": {"callSid": "CA1", "tracks": "inbound"}}', "tracks"),
+    ('{"event": "start", "streamSid": "MZ1", "start": {"callSid": "CA1", "customParameters": {"a": {}}}}',
+     "customParameters"),
+    ('{"event": "start", "streamSid": "MZ1", "start": {"callSid": "CA1", "mediaFormat": {"sampleRate": 1e999}}}',
+     "bad number"),
+    ('{"event": "start", "streamSid": "MZ1", "start": []}', "missing"),
+    ('{"event": "connected", "protocol": {"x": 1}}', "expected a string"),
 ])
 def test_parse_bad_frames(text: str, fragment: str) -> None:
     ev = codec.parse(text)
     assert isinstance(ev, BadFrame)
     assert fragment in ev.error
+
+
+def test_parse_accepts_numbers_as_strings_or_integers_and_full_second_payloads() -> None:
+    one_second = base64.b64encode(b"\xff" * 8000).decode()
+    assert codec.parse(json.dumps({"event": "media", "media": {"payload": one_second, "timestamp": 40,
+                                                               "chunk": "3"}})) == CallerAudio(one_second, 40, 3)
+    assert codec.parse('{"event": "dtmf", "dtmf": {"digit": "#"}}') == Dtmf("#")
+    assert codec.parse('{"event": "dtmf", "dtmf": {"digit": "D"}}') == Dtmf("D")
+
+
+@given(st.one_of(
+    st.text(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                 lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+                 max_leaves=20).map(json.dumps),
+    st.fixed_dictionaries({"event": st.sampled_from(["media", "mark", "dtmf", "start", "stop", "connected"])},
+                          optional={"media": st.dictionaries(st.sampled_from(["payload", "timestamp", "chunk"]),
+                                                             st.none() | st.integers() | st.text(max_size=30)
+                                                             | st.floats()),
+                                    "mark": st.dictionaries(st.just("name"), st.integers() | st.text()),
+                                    "dtmf": st.dictionaries(st.just("digit"), st.integers() | st.text(max_size=3)),
+                                    "start": st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=12)
+                                                             | st.lists(st.integers(), max_size=2)),
+                                    "streamSid": st.text(max_size=70)}).map(json.dumps),
+))
+@settings(max_examples=400, deadline=None)
+def test_parse_never_raises(text: str) -> None:
+    event = codec.parse(text)
+    if isinstance(event, CallerAudio):
+        assert base64.b64decode(event.payload_b64, validate=True)
+        assert len(base64.b64decode(event.payload_b64)) <= 8000
+    if isinstance(event, Dtmf):
+        assert event.digit in "0123456789*#ABCD" and len(event.digit) == 1
+    if isinstance(event, BadFrame):
+        assert len(event.error) < 300
 
 
 def test_outbound_frames_are_valid_json() -> None:

@@ -10,6 +10,7 @@ knows Twilio's quirks (e.g. signing URLs with and without the default port).
 """
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from collections.abc import Mapping
@@ -41,72 +42,180 @@ _NUMBER = re.compile(r"^\+?[0-9]{2,15}$")
 _SIP = re.compile(r"^sips?:[^\s<>\"]+$")
 
 
+# Inbound bounds. A media frame is 20 ms (160 bytes) on the wire; one second of audio (8000
+# mu-law bytes, 10668 base64 characters) is already fifty frames' worth, so anything larger is not
+# Twilio and would only cost us decoding, resampling and model input tokens. A whole frame is capped
+# before it is parsed: a start frame with a few custom parameters is ~1 KB, a 1 s media frame ~11 KB,
+# and parsing a 16 MB JSON document (the WebSocket server's own limit) would stall every call on
+# this worker for tens of milliseconds.
+MAX_MEDIA_BYTES = 8000
+_MAX_MEDIA_CHARS = (MAX_MEDIA_BYTES + 2) // 3 * 4
+MAX_FRAME_CHARS = 64 * 1024
+MAX_MARK_NAME = 128  # our own mark names are "m<n>"; anything longer did not come from us
+MAX_NUMBER = 10**12  # chunk counters and ms timestamps: 31 years of audio
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
 def _bad(error: str, text: str) -> BadFrame:
     return BadFrame(error=error, raw=text[:500])
 
 
+def _short(value: Any) -> str:
+    """A bounded repr for error messages (a hostile frame chooses these values)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Bad(Exception):
+    """A field failed validation; the message names it."""
+
+
 def _num(value: Any, default: int = 0) -> int:
-    """Twilio sends numbers as strings ("chunk": "12"); accept both."""
+    """Twilio sends numbers as strings ("chunk": "12"); accept those and plain integers.
+
+    Floats (``1e999`` parses as infinity, and ``int(inf)`` raises OverflowError), negatives,
+    booleans and anything over `MAX_NUMBER` are refused.
+    """
     if value is None or value == "":
         return default
-    return int(value)
+    if type(value) is int:
+        n = value
+    elif type(value) is str and len(value) <= 13 and value.isascii() and value.isdigit():
+        n = int(value)
+    else:
+        raise _Bad(f"bad number {_short(value)}")
+    if not 0 <= n <= MAX_NUMBER:
+        raise _Bad(f"number out of range {_short(value)}")
+    return n
+
+
+def valid_media_payload(payload: Any) -> str | None:
+    """Why `payload` is not a Twilio media payload, or None when it is one.
+
+    Strict base64 (binascii's C decoder in strict mode: no whitespace, no stray characters, no
+    misplaced padding; 0.6 us for a 20 ms frame on this machine) of 1 to `MAX_MEDIA_BYTES` bytes.
+    The payload string is passed on as it is (to the model in passthrough), so it must be clean.
+    """
+    if payload is None:
+        return "media frame is missing its payload"
+    if type(payload) is not str:
+        return "media payload is not a string"
+    n = len(payload)
+    if n == 0:
+        return "media payload is empty"
+    if n > _MAX_MEDIA_CHARS:
+        return f"media payload of {n} base64 characters is over 1 s of audio ({MAX_MEDIA_BYTES} bytes)"
+    if n & 3:
+        return "media payload is not valid base64 (length is not a multiple of 4)"
+    try:
+        raw = binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        return f"media payload is not valid base64 ({exc})"
+    pad = 2 if payload.endswith("==") else 1 if payload.endswith("=") else 0
+    if len(raw) != n // 4 * 3 - pad:  # e.g. "AAAA====": excess padding strict mode lets through
+        return "media payload is not valid base64 (excess padding)"
+    return None
+
+
+def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if type(value) is not dict:
+        raise _Bad(f"field {key!r} is missing or not an object")
+    return value
+
+
+def _text(value: Any, default: str = "") -> str:
+    if value is None:
+        return default
+    if type(value) is not str:
+        raise _Bad(f"expected a string, got {_short(value)}")
+    return value
 
 
 class TwilioMediaCodec:
     """Twilio Media Streams <-> voicegw stream events (implements MediaStreamCodec)."""
 
     def parse(self, text: str) -> StreamEvent:
+        """One text frame -> one event. Never raises: anything unexpected is a BadFrame naming why."""
+        try:
+            return self._parse(text)
+        except Exception as exc:  # noqa: BLE001 - the contract: hostile input is a BadFrame, always
+            return _bad(f"frame could not be parsed ({type(exc).__name__})", text if type(text) is str else "")
+
+    def _parse(self, text: str) -> StreamEvent:
+        if type(text) is not str:
+            return _bad(f"frame is a {type(text).__name__}, not text", "")
+        if len(text) > MAX_FRAME_CHARS:
+            return _bad(f"frame of {len(text)} characters is over the {MAX_FRAME_CHARS} limit", text)
         try:
             msg = json.loads(text)
         except (ValueError, TypeError) as exc:
-            return _bad(f"not JSON: {exc}", str(text))
-        if not isinstance(msg, dict):
+            return _bad(f"not JSON: {exc}", text)
+        except RecursionError:
+            return _bad("not JSON: nested too deeply", text)
+        if type(msg) is not dict:
             return _bad("frame is not a JSON object", text)
         event = msg.get("event")
         try:
-            if event == "media":
-                media = msg["media"]
-                payload = media["payload"]
-                if not isinstance(payload, str):
-                    return _bad("media payload is not a string", text)
+            if event == "media":  # the hot path: 50 frames a second per call
+                media = msg.get("media")
+                if type(media) is not dict:
+                    return _bad("media frame has no media object", text)
+                payload = media.get("payload")
+                problem = valid_media_payload(payload)
+                if problem is not None:
+                    return _bad(problem, text)
                 return CallerAudio(payload, _num(media.get("timestamp")), _num(media.get("chunk")))
             if event == "mark":
-                name = msg["mark"]["name"]
-                return MarkPlayed(str(name))
+                name = _obj(msg, "mark").get("name")
+                if type(name) is not str or not name:
+                    return _bad("mark frame has no name", text)
+                if len(name) > MAX_MARK_NAME:
+                    return _bad(f"mark name of {len(name)} characters is over {MAX_MARK_NAME}", text)
+                return MarkPlayed(name)
             if event == "start":
                 return self._start(msg, text)
             if event == "dtmf":
-                return Dtmf(str(msg["dtmf"]["digit"]))
+                digit = _obj(msg, "dtmf").get("digit")
+                if type(digit) is not str or digit not in DTMF_DIGITS or len(digit) != 1:
+                    return _bad(f"dtmf frame has a bad digit {_short(digit)}", text)
+                return Dtmf(digit)
             if event == "stop":
                 return StreamStopped("stop")
             if event == "connected":
-                return StreamConnected(str(msg.get("protocol", "")), str(msg.get("version", "")))
-        except (KeyError, TypeError) as exc:
-            return _bad(f"{event} frame is missing a field: {exc}", text)
-        except ValueError as exc:
-            return _bad(f"{event} frame has a bad number: {exc}", text)
-        return _bad(f"unknown event {event!r}", text)
+                return StreamConnected(_text(msg.get("protocol")), _text(msg.get("version")))
+        except _Bad as exc:
+            return _bad(f"{event} frame: {exc}", text)
+        if event is None:
+            return _bad("frame has no event", text)
+        return _bad(f"unknown event {_short(event)}", text)
 
     def _start(self, msg: dict[str, Any], text: str) -> StreamEvent:
-        start = msg["start"]
+        start = _obj(msg, "start")
         sid = msg.get("streamSid") or start.get("streamSid")
-        if not isinstance(sid, str) or not _SAFE_SID.match(sid):
-            return _bad(f"start frame has a bad streamSid {sid!r}", text)
-        call_sid = start["callSid"]
-        if not isinstance(call_sid, str) or not call_sid:
-            return _bad("start frame has no callSid", text)
+        if type(sid) is not str or not _SAFE_SID.fullmatch(sid):
+            return _bad(f"start frame has a bad streamSid {_short(sid)}", text)
+        call_sid = start.get("callSid")
+        if type(call_sid) is not str or not _SAFE_SID.fullmatch(call_sid):
+            return _bad(f"start frame has a bad callSid {_short(call_sid)}", text)
         params = start.get("customParameters") or {}
-        if not isinstance(params, dict):
+        if type(params) is not dict:
             return _bad("start customParameters is not an object", text)
+        if not all(type(v) is str for v in params.values()):
+            return _bad("start customParameters values must be strings", text)
         fmt = start.get("mediaFormat") or {}
+        if type(fmt) is not dict:
+            return _bad("start mediaFormat is not an object", text)
         tracks = start.get("tracks") or ["inbound"]
+        if type(tracks) is not list or not all(type(t) is str for t in tracks):
+            return _bad("start tracks is not a list of strings", text)
         return StreamStarted(
             stream_sid=sid,
             call_sid=call_sid,
-            account_sid=str(start.get("accountSid", "")),
-            tracks=tuple(str(t) for t in tracks),
-            custom_parameters={str(k): str(v) for k, v in params.items()},
-            encoding=str(fmt.get("encoding", "audio/x-mulaw")),
+            account_sid=_text(start.get("accountSid")),
+            tracks=tuple(tracks),
+            custom_parameters=dict(params),
+            encoding=_text(fmt.get("encoding"), "audio/x-mulaw"),
             sample_rate=_num(fmt.get("sampleRate"), 8000),
             channels=_num(fmt.get("channels"), 1),
         )
@@ -164,6 +273,20 @@ def build_dial_twiml(target: str, announcement: str | None) -> str:
     else:
         raise ValueError(f"transfer target must be a phone number or a sip: URI, got {target!r}")
     response.append(dial)
+    return str(response)
+
+
+OVERFLOW_MESSAGE = "We're sorry, all our agents are busy right now. Please call again later. Goodbye."
+
+
+def build_overflow_twiml(overflow_number: str | None) -> str:
+    """The answer when the gateway cannot take the call (full, draining): send the caller to the
+    overflow number, or apologise and hang up. No model session is involved."""
+    if overflow_number:
+        return build_dial_twiml(overflow_number, None)
+    response = VoiceResponse()
+    response.say(OVERFLOW_MESSAGE)
+    response.hangup()
     return str(response)
 
 
