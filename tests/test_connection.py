@@ -188,6 +188,38 @@ async def test_send_receive_round_trip_and_error_matching() -> None:
     assert conn.stats.bytes_out > len("AAAA") and conn.closed
 
 
+async def test_oversized_and_hostile_events_are_skipped_and_the_session_survives() -> None:
+    """A 20 MiB event (over websockets' old 16 MiB frame limit, which failed the connection with
+    1009) and a 5 MiB one (over MAX_EVENT_CHARS) are skipped undecoded; deep nesting is invalid
+    JSON; the events after them still arrive and the session stays open."""
+    delta = {"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": "f39/fw=="}
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("[" * 100_000)  # before session.created: not a refusal
+        await ws.send(json.dumps(SESSION))
+        await ws.send(json.dumps({**delta, "delta": "A" * (20 * 1024 * 1024)}))
+        await ws.send(json.dumps({**delta, "delta": "A" * (5 * 1024 * 1024)}))
+        await ws.send("[" * 100_000)
+        await ws.send(b"\x00\x01")
+        await ws.send(json.dumps(delta))
+        await ws.wait_closed()
+
+    async with serve(Peer(script).handler, "127.0.0.1", 0, max_size=None) as server:
+        peer = Peer(script)
+        peer.port = server.sockets[0].getsockname()[1]
+        conn = await open_conn(peer, auth=NoAuth())
+        got: list[Any] = []
+        async with asyncio.timeout(10):
+            async for e in conn.events():
+                got.append(e)
+                if len(got) == 5:
+                    break
+        assert got == [ev.Ignored("<oversized>"), ev.Ignored("<oversized>"), ev.Ignored("<invalid json>"),
+                       ev.Ignored("<binary>"), ev.AudioDelta("r1", "i1", "f39/fw==", 0)]
+        assert not conn.closed
+        await conn.close()
+
+
 async def test_abnormal_close_raises_realtime_closed() -> None:
     async def crash(ws: ServerConnection) -> None:
         await ws.send(json.dumps(SESSION))

@@ -35,7 +35,14 @@ from voicegw.realtime.events import AppendAudio, ClientCommand, Ignored, ModelEr
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # audio deltas can be large
+# What websockets accepts in one frame before it fails the whole connection (close 1009). A bad or
+# oversized event must cost the call that event, never its session, so this is set far above any
+# event worth decoding, and `MAX_EVENT_CHARS` decides which ones are skipped.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Events over this are logged and skipped without being decoded: 4 MiB of base64 is 3 MiB of
+# 24 kHz PCM16, 65 s of audio in one delta (the services send ~100-200 ms per delta), and decoding
+# it would hold this worker's event loop (and every call on it) for tens of milliseconds.
+MAX_EVENT_CHARS = 4 * 1024 * 1024
 HISTORY = 512  # sent commands remembered for error matching
 _AUDIO_ELIDED = AppendAudio("")
 _SECRET_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token", "sig", "signature"})
@@ -209,8 +216,7 @@ class RealtimeConnection:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    raw = await ws.recv()
-                    event = dialect.decode(json.loads(raw)) if isinstance(raw, str) else Ignored("<binary>")
+                    event = _decoded(await ws.recv(), dialect)
                     if isinstance(event, SessionStarted):
                         return event, pending
                     if isinstance(event, ModelError):
@@ -219,7 +225,8 @@ class RealtimeConnection:
                             + (f" ({event.code})" if event.code else ""),
                             url=safe_url,
                         )
-                    pending.append(event)
+                    if type(event) is not Ignored:
+                        pending.append(event)
         except TimeoutError:
             raise RealtimeConnectError(f"no session.created from {safe_url} within {timeout:g}s", url=safe_url) from None
         except ConnectionClosed as exc:
@@ -229,8 +236,6 @@ class RealtimeConnection:
                 f"Realtime connection to {safe_url} closed before session.created (code {code}{': ' + reason if reason else ''})",
                 url=safe_url,
             ) from None
-        except ValueError:
-            raise RealtimeConnectError(f"invalid JSON from {safe_url} before session.created", url=safe_url) from None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -303,12 +308,17 @@ class RealtimeConnection:
             async for raw in self._ws:
                 stats.events_in += 1
                 stats.bytes_in += len(raw)
-                if not isinstance(raw, str):
+                if type(raw) is not str:
                     yield Ignored("<binary>")
+                    continue
+                if len(raw) > MAX_EVENT_CHARS:
+                    log.warning("oversized event from the Realtime model (%d chars, limit %d) skipped",
+                                len(raw), MAX_EVENT_CHARS)
+                    yield Ignored("<oversized>")
                     continue
                 try:
                     msg = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):
                     log.warning("invalid JSON from the Realtime model (%d chars) ignored", len(raw))
                     yield Ignored("<invalid json>")
                     continue
@@ -329,3 +339,16 @@ class RealtimeConnection:
 
     def __repr__(self) -> str:
         return f"<RealtimeConnection {self.dialect.name} {self.url} session={self.session_created.session_id}>"
+
+
+def _decoded(raw: str | bytes, dialect: Dialect) -> ServerEvent:
+    """One received message -> one event, never raising (what `events` does, off the hot path)."""
+    if type(raw) is not str:
+        return Ignored("<binary>")
+    if len(raw) > MAX_EVENT_CHARS:
+        log.warning("oversized event from the Realtime model (%d chars) skipped", len(raw))
+        return Ignored("<oversized>")
+    try:
+        return dialect.decode(json.loads(raw))
+    except (ValueError, RecursionError):
+        return Ignored("<invalid json>")
