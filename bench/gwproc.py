@@ -117,7 +117,7 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
         cmd = [sys.executable, "-m", "bench.gw_launch", "--gc-log", str(gc_log)]
         if loop == "asyncio":
             cmd.append("--asyncio")
-        cmd += ["serve", "--agent", str(agent), "--port", str(port)]
+        cmd += ["serve", "--agent", str(agent), "--port", str(port), "--workers", "1"]
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         log_path = Path(tmp) / "gateway.log"

@@ -289,18 +289,18 @@ async def test_serve_hands_uvicorn_the_log_config(monkeypatch: pytest.MonkeyPatc
             seen["closed"] = True
 
     class FakeServer:
-        def __init__(self, config: uvicorn.Config) -> None:
+        def __init__(self, config: uvicorn.Config, gateway: Any) -> None:
             seen["log_config"] = config.log_config
 
-        async def serve(self) -> None:
+        async def serve(self, sockets: Any = None) -> None:
             return None
 
-    async def assemble(settings: Settings) -> Any:
+    async def assemble(settings: Settings, **kw: Any) -> Any:
         return server.Assembled(_app, None, Calllog())  # type: ignore[arg-type]
 
     monkeypatch.setattr(server, "assemble", assemble)
     monkeypatch.setattr(server, "tune_gc", lambda: None)
-    monkeypatch.setattr(server.uvicorn, "Server", FakeServer)
+    monkeypatch.setattr(server, "GatewayServer", FakeServer)
     buf = configure("json")
     await server.serve(Settings(dev_mode=True))
     assert seen == {"log_config": logs.uvicorn_log_config(), "closed": True}

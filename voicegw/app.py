@@ -19,7 +19,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    return JSONResponse({"ready": True, "active_calls": len(gw.calls)})
+    ready, status = gw.readiness()
+    return JSONResponse({"ready": ready, "status": status, "active_calls": len(gw.calls),
+                         "max_calls": gw.settings.max_calls}, status_code=200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:

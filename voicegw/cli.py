@@ -35,6 +35,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from voicegw.tools.routing import AgentRegistry
 
     AgentRegistry.load(settings)  # validate before anything listens: errors name file:line:field
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers < 1:
+        raise ConfigError("command line", None, "--workers", f"must be at least 1, got {workers}")
+    if workers > 1:
+        from voicegw.workers import run_workers
+
+        return run_workers(settings, workers, log_level=args.log_level, log_format=getattr(args, "log_format", None))
     logging.getLogger("voicegw").info("voicegw listening on http://%s:%d", settings.host, settings.port)
     server.run(settings, log_level=args.log_level)
     return 0
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (env VOICEGW_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (env VOICEGW_PORT, default 8080)")
     p.add_argument("--dev", action="store_true", help="dev mode: unsigned webhooks, localhost console (env VOICEGW_DEV_MODE)")
+    p.add_argument("--workers", type=int, help="worker processes (env VOICEGW_WORKERS, default: the number of cores)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a routing or agent file and print a summary")

@@ -239,6 +239,31 @@ def _duration(env: Mapping[str, str], name: str, default: float | None) -> float
     return secs
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    n = _int(env, name, default)
+    if n < 1:
+        raise ConfigError("environment", None, name, f"must be at least 1, got {n}")
+    return n
+
+
+def _phone(env: Mapping[str, str], name: str) -> str | None:
+    v = env.get(name, "").strip()
+    if not v:
+        return None
+    if not re.match(r"^(\+?[0-9]{2,15}|sips?:\S+)$", v.replace(" ", "").replace("-", "")):
+        raise ConfigError("environment", None, name, f"expected an E.164 number or a sip: URI, got {v!r}")
+    return v.replace(" ", "").replace("-", "")
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    v = env.get(name, "").strip().rstrip("/")
+    if not v:
+        return None
+    if urlparse(v).scheme not in ("http", "https", "ws", "wss") or not urlparse(v).netloc:
+        raise ConfigError("environment", None, name, f"expected a base URL like http://10.0.0.7:8080, got {v!r}")
+    return v
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """Comma-separated IP addresses or CIDR networks, normalised ('10.0.0.7' -> '10.0.0.7/32')."""
     import ipaddress
@@ -276,6 +301,11 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
     model_session_max: float | None = None  # None: the service's documented lifetime for the dialect
     model_connect_budget: float = 4.0  # the whole time to a usable model session, retries included
+    workers: int = 1  # worker processes (`serve --workers`; VOICEGW_WORKERS, default: the number of cores)
+    max_calls: int = 50  # per worker process, pre-warms included: the measured capacity of one core
+    overflow_number: str | None = None  # where callers go when the gateway is full or draining
+    drain_timeout: float = 900.0  # on SIGTERM/SIGINT, how long live calls may go on
+    replica_url: str | None = None  # this replica's own base URL, for streams relayed from other replicas
 
     @property
     def model_session_lifetime(self) -> float:
@@ -322,6 +352,11 @@ class Settings:
             trusted_proxies=_networks(env, "VOICEGW_TRUSTED_PROXIES"),
             model_session_max=_duration(env, "VOICEGW_MODEL_SESSION_MAX", None),
             model_connect_budget=_duration(env, "VOICEGW_MODEL_CONNECT_BUDGET", 4.0) or 4.0,
+            workers=_positive(env, "VOICEGW_WORKERS", os.cpu_count() or 1),
+            max_calls=_positive(env, "VOICEGW_MAX_CALLS", 50),
+            overflow_number=_phone(env, "VOICEGW_OVERFLOW_NUMBER"),
+            drain_timeout=_duration(env, "VOICEGW_DRAIN_TIMEOUT", 900.0) or 900.0,
+            replica_url=_base_url(env, "VOICEGW_REPLICA_URL"),
         )
         if secret_txt:
             values["stream_secret"] = secret_txt.encode()

@@ -3,6 +3,7 @@ tools, call control and the call log. Calls share nothing else (DESIGN.md princi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ class Metrics:
     calls_refused: int = 0
     prewarm_unclaimed: int = 0
     model_connect_failures: int = 0
+    streams_relayed: int = 0
     end_reasons: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # webhooks answered with overflow, by reason
 
     def render(self, active: int) -> str:
         lines = [
@@ -47,13 +50,25 @@ class Metrics:
             "# TYPE voicegw_call_end_reason_total counter",
         ]
         lines += [f'voicegw_call_end_reason_total{{reason="{r}"}} {n}' for r, n in sorted(self.end_reasons.items())]
+        lines += ["# TYPE voicegw_calls_rejected_total counter"]
+        lines += [f'voicegw_calls_rejected_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())]
+        lines += ["# TYPE voicegw_streams_relayed_total counter", f"voicegw_streams_relayed_total {self.streams_relayed}"]
         return "\n".join(lines) + "\n"
 
 
 class Gateway:
     def __init__(self, settings: Settings, registry: Any, calllog: CallLogSink | None = None,
-                 rest: TwilioRest | None = None) -> None:
+                 rest: TwilioRest | None = None, worker: str = "w0", peers_dir: str | None = None) -> None:
         self.settings = settings
+        # who owns the calls this process pre-warms: stream tokens carry it, so a stream that lands
+        # on another worker or replica is relayed here (voicegw.telephony.relay)
+        self.worker = worker
+        self.owner = f"{settings.replica_url or ''}|{worker}"
+        self.peers_dir = peers_dir  # where the other workers of this replica listen (Unix sockets)
+        self.draining = False
+        self._spent: dict[str, float] = {}  # call sid -> until when its stream token stays refused
+        self._idle = asyncio.Event()  # no call in progress (drain waits on it)
+        self._idle.set()
         self.registry = registry
         self.calllog: CallLogSink = calllog or NullSink()
         self.codec = TwilioMediaCodec()
@@ -83,6 +98,23 @@ class Gateway:
             log.info("model: embedded local model at %s", self.local_model.base_url)
         else:
             log.info("model: %s", self.settings.model.describe())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking calls and let the live ones finish, for at most `timeout_s`; then each
+        remaining call hears a goodbye (or is transferred to the overflow number) and ends."""
+        self.draining = True
+        log.warning("draining: %d live call(s), new calls get the overflow answer; up to %.0fs", len(self.calls), timeout_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        if self.calls:
+            log.warning("drain timeout: ending %d call(s) with a goodbye", len(self.calls))
+            for call in list(self.calls.values()):
+                call.drain(self.settings.overflow_number)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30.0):  # the goodbye, then the call ends (bounded)
+                    await self._idle.wait()
+        log.warning("drained: %d call(s) left", len(self.calls))
 
     async def stop(self) -> None:
         calls = list(self.calls.values())
@@ -136,29 +168,78 @@ class Gateway:
                         started_at=time.time())
         call = CallBridge(info, entry.key, opts, self.codec, tools, self.calllog, self, self.open_model)
         self.calls[call_sid] = call
+        self._idle.clear()
         self.metrics.calls_started += 1
         self.calllog.call_started(info)
         call.begin()
         return call
 
-    def prewarm(self, call_sid: str, from_number: str, to_number: str) -> CallBridge:
+    # ------------------------------------------------------------------------ admission
+    @property
+    def full(self) -> bool:
+        return len(self.calls) >= self.settings.max_calls
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready for new calls? A load balancer prefers replicas that are (/readyz)."""
+        if self.draining:
+            return False, "draining"
+        if self.full:
+            return False, "full"
+        return True, "ready"
+
+    def admit(self, call_sid: str) -> str | None:
+        """None when the webhook may pre-warm a call; else why not (the caller gets the overflow
+        answer and no model session is opened)."""
+        if call_sid in self.calls or call_sid in self._spent:
+            return None  # a retried webhook for a call that exists: answered as before
+        ready, why = self.readiness()
+        if ready:
+            return None
+        self.metrics.rejected[why] = self.metrics.rejected.get(why, 0) + 1
+        log.warning("call %s refused: %s (%d calls, max %d)", call_sid, why, len(self.calls), self.settings.max_calls)
+        return why
+
+    def prewarm(self, call_sid: str, from_number: str, to_number: str) -> CallBridge | None:
+        """Pre-warm the call's model session (once per CallSid, ever: a retried webhook keeps the
+        session already warming, and a call whose stream was taken is never created again)."""
         existing = self.calls.get(call_sid)
-        if existing is not None:
-            return existing  # a retried webhook: keep the session already warming
+        if existing is not None or call_sid in self._spent:
+            return existing
         call = self.create_call(call_sid, from_number, to_number)
         loop = asyncio.get_running_loop()
         self._prewarm_timers[call_sid] = loop.call_later(self.settings.prewarm_timeout, self._expire, call_sid)
         return call
 
-    def claim(self, call_sid: str) -> CallBridge | None:
+    def take_stream(self, call_sid: str, from_number: str, to_number: str) -> CallBridge | str:
+        """The call a media stream belongs to, or why the stream is refused.
+
+        A stream token opens one stream: the call's entry is marked spent for the token's lifetime,
+        so a replayed `start` -- while the call is live or after it ended -- opens nothing. A stream
+        whose pre-warm is gone (expired, or pre-warmed by a process that is no more) gets a new call.
+        """
+        self._forget_spent()
+        if call_sid in self._spent:
+            return "stream token already used"
         timer = self._prewarm_timers.pop(call_sid, None)
         if timer is not None:
             timer.cancel()
         call = self.calls.get(call_sid)
-        if call is None or call.ended.is_set() or call.claimed:
-            return None
+        if call is None:
+            if self.full:
+                self.metrics.rejected["full"] = self.metrics.rejected.get("full", 0) + 1
+                return "gateway full"
+            call = self.create_call(call_sid, from_number, to_number)
+        elif call.claimed:
+            return "stream token already used"
         call.claimed = True
+        self._spent[call_sid] = time.monotonic() + self.settings.stream_token_ttl + 60
         return call
+
+    def _forget_spent(self) -> None:
+        if len(self._spent) > 4 * self.settings.max_calls + 64:
+            now = time.monotonic()
+            for sid in [sid for sid, until in self._spent.items() if until < now]:
+                del self._spent[sid]
 
     def _expire(self, call_sid: str) -> None:
         self._prewarm_timers.pop(call_sid, None)
@@ -201,3 +282,5 @@ class Gateway:
             self.metrics.calls_ended += 1
             reason = call.end_reason or "ended"
             self.metrics.end_reasons[reason] = self.metrics.end_reasons.get(reason, 0) + 1
+            if not self.calls:
+                self._idle.set()

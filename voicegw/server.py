@@ -4,7 +4,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
+import socket
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -16,6 +20,10 @@ from voicegw.config import Settings
 from voicegw.gateway import Gateway
 
 log = logging.getLogger("voicegw")
+
+# A Twilio media frame is small JSON (20 ms of audio is 216 base64 characters); 256 KiB leaves room
+# for any legitimate frame and keeps one hostile frame from costing every call's audio.
+WS_MAX_BYTES = 256 * 1024
 
 
 @dataclass
@@ -47,7 +55,8 @@ def startup_warnings(settings: Settings) -> list[str]:
     return out
 
 
-async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = None) -> Assembled:
+async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = None, worker: str = "w0",
+                   peers_dir: str | None = None) -> Assembled:
     """Validate configuration (raises ConfigError), open the call log, build the app."""
     from voicegw.calllog.service import open_calllog
     from voicegw.console.routes import console_routes
@@ -58,7 +67,7 @@ async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = N
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         calllog = await open_calllog(settings.db_url)
-    gateway = Gateway(settings, registry, calllog)
+    gateway = Gateway(settings, registry, calllog, worker=worker, peers_dir=peers_dir)
     app = create_app(gateway, console_routes(calllog, settings))
     app.state.calllog = calllog
     return Assembled(app, gateway, calllog)
@@ -72,31 +81,99 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-async def serve(settings: Settings, *, log_level: str = "info") -> None:
+class GatewayServer(uvicorn.Server):
+    """uvicorn, where SIGTERM or SIGINT means *drain*, never *drop*.
+
+    First signal: readiness fails at once (the listener stays open), new webhooks get the overflow
+    answer, live calls go on until they end or `VOICEGW_DRAIN_TIMEOUT` runs out (then each hears
+    a goodbye, or is transferred to the overflow number), then the server stops. A second signal
+    ends every call now (their records are still completed). Either way the call log is flushed and
+    the process exits 0: the signal is not re-raised at exit as uvicorn otherwise does.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.signals = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        if self._loop is None:
+            self.should_exit = True
+            return
+        if self.signals == 1:
+            log.warning("%s: draining (up to %.0fs), then exiting", name, self.gateway.settings.drain_timeout)
+            self._loop.call_soon_threadsafe(self._start_drain)
+        else:
+            log.warning("%s again: ending every call now", name)
+            self._loop.call_soon_threadsafe(self._stop_now)
+
+    def _start_drain(self) -> None:
+        self.gateway.draining = True  # readiness fails and webhooks overflow from this instant
+        self._drain = asyncio.ensure_future(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.gateway.drain(self.gateway.settings.drain_timeout)
+        finally:
+            self.should_exit = True
+
+    def _stop_now(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+        for call in list(self.gateway.calls.values()):
+            call.shutdown("gateway_shutdown")
+        self.should_exit = True
+
+
+async def serve(settings: Settings, *, log_level: str = "info", sockets: list[socket.socket] | None = None,
+                worker: str = "w0", peers_dir: str | None = None) -> None:
+    """Serve until drained. With `sockets` (a worker of `serve --workers`): the shared listening
+    socket, plus this worker's own Unix socket under `peers_dir` for streams relayed to it."""
     for line in startup_warnings(settings):
         log.warning(line)
-    assembled = await assemble(settings)
+    assembled = await assemble(settings, worker=worker, peers_dir=peers_dir)
     config = uvicorn.Config(
         assembled.app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
-        ws_max_size=16 * 1024 * 1024, ws_per_message_deflate=False, proxy_headers=True,
-        forwarded_allow_ips="*", timeout_graceful_shutdown=10, access_log=False,
+        ws_max_size=WS_MAX_BYTES, ws_per_message_deflate=False, proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
+        timeout_graceful_shutdown=10, access_log=False,
         log_config=logs.uvicorn_log_config(),  # no handlers of its own: voicegw's format (voicegw.logs)
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config, assembled.gateway)
+    listeners = list(sockets) if sockets is not None else None
+    private: socket.socket | None = None
+    if peers_dir is not None:
+        private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = os.path.join(peers_dir, f"{worker}.sock")
+        private.bind(path)
+        os.chmod(path, 0o600)
+        private.listen(128)
+        listeners = (listeners or []) + [private]
     tune_gc()
     try:
-        await server.serve()
+        await server.serve(listeners)
     finally:
+        if private is not None:
+            private.close()
         await assembled.calllog.aclose()
+        log.info("call log flushed; exiting")
 
 
-def run(settings: Settings, log_level: str = "info") -> None:
+def run(settings: Settings, log_level: str = "info", **kw: Any) -> None:
     """Serve on uvloop when it is installed (uvicorn[standard] brings it); the density benchmark
     measured a few percent less CPU per call-second than the standard event loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings, log_level=log_level))
+        asyncio.run(serve(settings, log_level=log_level, **kw))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings, log_level=log_level))
+        runner.run(serve(settings, log_level=log_level, **kw))

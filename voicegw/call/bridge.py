@@ -328,6 +328,10 @@ class CallBridge:
             self.perform(self.core.on_control_failed(act.kind, str(exc), self.clock()))
 
     # ----------------------------------------------------------------------- ending
+    def drain(self, transfer_to: str | None = None) -> None:
+        """The gateway is draining and this call outlived it: goodbye, then hang up or transfer."""
+        self.perform(self.core.on_drain(self.clock(), transfer_to))
+
     def shutdown(self, reason: str) -> None:
         """End from outside (gateway shutdown, unclaimed pre-warm). Idempotent."""
         self.perform(self.core.end(reason, self.clock()))

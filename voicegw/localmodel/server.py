@@ -85,6 +85,7 @@ class LocalModelServer:
         returns True the connection is cut there (transport aborted), as a network failure would."""
         self._host = host
         self._fault = fault
+        self.sessions_opened = 0  # Realtime sessions started (what a cloud service would bill)
         self._port = port
         self._api_key = api_key
         self._realtime_factor = realtime_factor
@@ -139,6 +140,7 @@ class LocalModelServer:
         if isinstance(routed, Response):
             return
         dialect_name, model = routed
+        self.sessions_opened += 1
         loop = asyncio.get_running_loop()
         protocol = RealtimeProtocol(dialect_named(dialect_name), now=loop.time(), model=model,
                                     realtime_factor=self._realtime_factor, max_session_s=self._max_session_s)

@@ -17,7 +17,8 @@ from voicegw.gateway import Gateway
 from voicegw.logs import set_call_sid
 from voicegw.telephony import base as tel
 from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
-from voicegw.telephony.twilio import build_connect_twiml, public_request_url, validate_signature
+from voicegw.telephony.relay import MAX_HOPS, RELAY_HEADER, relay, relay_target
+from voicegw.telephony.twilio import build_connect_twiml, build_overflow_twiml, public_request_url, validate_signature
 
 log = logging.getLogger("voicegw.telephony")
 
@@ -25,6 +26,14 @@ START_TIMEOUT_S = 10.0  # connected + start must arrive this soon after the sock
 FRAME_TIMEOUT_S = 30.0  # Twilio sends a media frame every 20 ms, silence included
 GUARD_SLACK_S = 1.0  # how often the frame-silence deadline is pushed forward
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+
+
+def _relay_hops(ws: WebSocket) -> int:
+    try:
+        return max(0, int(ws.headers.get(RELAY_HEADER, "0")))
+    except ValueError:
+        return MAX_HOPS
 
 
 def _stream_url(public: str) -> str:
@@ -51,7 +60,10 @@ async def voice_webhook(request: Request) -> Response:
     if not call_sid:
         return PlainTextResponse("CallSid is required", status_code=400)
     from_number, to_number = params.get("From", ""), params.get("To", "")
-    token = mint_stream_token(settings.stream_secret, call_sid, settings.stream_token_ttl, time.time())
+    refused = gw.admit(call_sid)
+    if refused is not None:  # full or draining: no model session is opened
+        return Response(build_overflow_twiml(settings.overflow_number), media_type="application/xml")
+    token = mint_stream_token(settings.stream_secret, call_sid, settings.stream_token_ttl, time.time(), gw.owner)
     gw.prewarm(call_sid, from_number, to_number)
     twiml = build_connect_twiml(
         _stream_url(url), {"From": from_number, "To": to_number, "CallSid": call_sid, "token": token})
@@ -70,10 +82,14 @@ def _event_of(message: Message, gw: Gateway) -> tel.StreamEvent:
     return tel.BadFrame(error=f"binary frame of {len(data)} bytes (Twilio sends text frames)")
 
 
-async def _await_start(ws: WebSocket, gw: Gateway) -> tel.StreamStarted | None:
+async def _await_start(ws: WebSocket, gw: Gateway, frames: list[str]) -> tel.StreamStarted | None:
+    """Read up to the `start` frame; the frames read are kept in `frames` (a relay forwards them)."""
     async with asyncio.timeout(START_TIMEOUT_S):
         while True:
-            event = _event_of(await ws.receive(), gw)
+            message = await ws.receive()
+            event = _event_of(message, gw)
+            if message.get("text") is not None and len(frames) < 8:
+                frames.append(message["text"])
             if isinstance(event, tel.StreamStarted):
                 return event
             if isinstance(event, tel.StreamStopped):
@@ -85,8 +101,9 @@ async def _await_start(ws: WebSocket, gw: Gateway) -> tel.StreamStarted | None:
 async def media_stream(ws: WebSocket) -> None:
     gw: Gateway = ws.app.state.gateway
     await ws.accept()
+    frames: list[str] = []
     try:
-        start = await _await_start(ws, gw)
+        start = await _await_start(ws, gw, frames)
     except (asyncio.TimeoutError, WebSocketDisconnect):
         start = None
     if start is None:
@@ -94,7 +111,8 @@ async def media_stream(ws: WebSocket) -> None:
             await ws.close(code=POLICY_VIOLATION, reason="no stream start")
         return
     try:
-        verify_stream_token(gw.settings.stream_secret, start.custom_parameters.get("token"), start.call_sid, time.time())
+        owner = verify_stream_token(gw.settings.stream_secret, start.custom_parameters.get("token"), start.call_sid,
+                                    time.time())
     except StreamTokenError as exc:
         gw.metrics.calls_refused += 1
         log.warning("media stream for %s refused: %s", start.call_sid, exc)
@@ -102,10 +120,20 @@ async def media_stream(ws: WebSocket) -> None:
             await ws.close(code=POLICY_VIOLATION, reason="invalid stream token")
         return
     set_call_sid(start.call_sid)
-    call = gw.claim(start.call_sid)
-    if call is None:  # the pre-warmed session expired, or the webhook ran on another replica
-        p = start.custom_parameters
-        call = gw.create_call(start.call_sid, p.get("From", ""), p.get("To", ""))  # attach() claims it
+    hops = _relay_hops(ws)
+    target = relay_target(owner, gw.owner, gw.peers_dir, hops)
+    if target is not None:
+        gw.metrics.streams_relayed += 1
+        if await relay(ws, frames, target, hops):
+            return
+    p = start.custom_parameters
+    call = gw.take_stream(start.call_sid, p.get("From", ""), p.get("To", ""))
+    if isinstance(call, str):  # a replayed token, or no room for a call whose pre-warm is gone
+        gw.metrics.calls_refused += 1
+        log.warning("media stream for %s refused: %s", start.call_sid, call)
+        with contextlib.suppress(Exception):
+            await ws.close(code=POLICY_VIOLATION if "token" in call else TRY_AGAIN_LATER, reason=call)
+        return
     reader = asyncio.ensure_future(_read_frames(ws, gw, call))
     ended = asyncio.ensure_future(call.ended.wait())
     try:
