@@ -55,6 +55,7 @@ class SimulatedCaller:
                  stream_call_sid: str | None = None, clock: FrameClock | None = None,
                  http_timeout_s: float = 10.0, open_timeout_s: float = 10.0, close_timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
+        self.start_frame: dict[str, Any] | None = None  # the `start` frame sent, once sent
         self.audio = audio or AudioSchedule.silence()
         self.auth_token = auth_token
         self.forge_signature = forge_signature
@@ -102,10 +103,12 @@ class SimulatedCaller:
         self._t0 = self._clock.now()
         try:
             await self._ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            await self._send_json({"event": "start", "start": {
+            # kept: what anyone who captured the stream could replay
+            self.start_frame = {"event": "start", "start": {
                 "accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.stream_call_sid,
                 "tracks": ["inbound"], "customParameters": params,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+            await self._send_json(self.start_frame)
         except ConnectionClosed:
             pass  # the receive task records who closed and how
         self._tasks = [asyncio.create_task(self._receive(), name=f"sim-recv-{self.call_sid}"),
