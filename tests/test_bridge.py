@@ -193,9 +193,11 @@ class FakeModelService:
         self.opens = 0
         self.failures: list[Exception] = []
         self.hang: asyncio.Event | None = None  # un-set: opening never completes (a slow connect)
+        self.timeouts: list[float | None] = []  # the per-attempt timeout each open was given
 
-    async def open(self) -> FakeModelConnection:
+    async def open(self, timeout_s: float | None) -> FakeModelConnection:
         self.opens += 1
+        self.timeouts.append(timeout_s)
         self.pulse.poke()
         if self.hang is not None:
             await self.hang.wait()
@@ -589,11 +591,14 @@ async def test_model_that_fails_to_open(retryable: bool) -> None:
         call.bridge.shutdown("gateway_shutdown")
         await call.wait_closed()
         assert_ended_once(call, "gateway_shutdown")
-    else:
+    else:  # a first-connect failure that cannot heal: the model is unavailable for this call
         await call.wait_closed()
-        assert_ended_once(call, "model_closed")
+        assert_ended_once(call, "model_unavailable")
         assert call.model.opens == 1
+        assert "model_unavailable" in call.sink.codes()
     assert "model_connect_failed" in call.sink.codes()
+    # each attempt was given what was left of the 4 s connect budget
+    assert call.model.timeouts[0] == 4.0 and all(t is not None and 0 < t <= 4.0 for t in call.model.timeouts)
 
 
 # ----------------------------------------------------------------- 5. every way out, once

@@ -69,7 +69,7 @@ class Timeline:
         self._play_end = 0.0
         self._frames = 0
         self.sent_frames: list[str] = []
-        assert self.feed(self.core.start(self.now)) == [OpenModel(1)]
+        assert self.feed(self.core.start(self.now)) == [OpenModel(1, 0.0, self.opts.connect_budget_s)]
         first = self.model(ev.SessionStarted("sess-1"), link=1)
         assert first[0] == ToModel(ev.UpdateSession(self.opts.session_config), 1)
         self.stream(tel.StreamStarted(stream_sid=SID, call_sid="CA1"))
@@ -556,7 +556,7 @@ def _conversation(t: Timeline) -> list[ev.ClientCommand]:
 def _drop_and_hold(t: Timeline, held: int = 4) -> list[str]:
     """Link 1 drops; link 2 is opened at once; caller audio meanwhile goes nowhere."""
     acts = t.model_down(1, "lost")
-    assert of(acts, OpenModel) == [OpenModel(2, 0.0)]
+    assert of(acts, OpenModel) == [OpenModel(2, 0.0, 4.0)]
     assert logs(acts, "error") == [{"source": "model", "message": "model connection lost: lost",
                                     "code": "model_lost", "link": 1}]
     before = len(t.sent_frames)
@@ -710,7 +710,7 @@ def test_the_reconnect_budget_is_enforced() -> None:
     for n in (1, 2):
         t.at(t.now + 1.0)
         acts = t.model_down(n)
-        assert of(acts, OpenModel) == [OpenModel(n + 1, 0.0)]
+        assert of(acts, OpenModel) == [OpenModel(n + 1, 0.0, 4.0)]
         acts = t.model(ev.SessionStarted(f"sess-{n + 1}"), link=n + 1)
         assert logs(acts, "reconnect") == [{"attempt": n, "ok": True, "link": n + 1, "items": 0}]
     t.at(t.now + 1.0)
@@ -727,7 +727,7 @@ def _to_soft_deadline(t: Timeline) -> None:
     assert of(acts, OpenModel) == [] and links(t.actions) == {1}
     acts = t.advance(0.1)
     assert t.now == pytest.approx(21.6)
-    assert of(acts, OpenModel) == [OpenModel(2)]
+    assert of(acts, OpenModel) == [OpenModel(2, 0.0, 4.0)]
 
 
 def test_rollover_waits_for_the_first_quiet_moment_then_switches_silently() -> None:

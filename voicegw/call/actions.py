@@ -73,10 +73,12 @@ class Control:
 
 @dataclass(frozen=True)
 class OpenModel:
-    """Open a new model session as link `link`, after `delay_s` (reconnect backoff)."""
+    """Open a new model session as link `link`, after `delay_s` (reconnect backoff), taking at
+    most `timeout_s` (what is left of the outage's connect budget; None: the gateway's default)."""
 
     link: int
     delay_s: float = 0.0
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class EndCall:
     """The call is over: close the media stream and every model link, release everything.
     Always the last action the core ever returns."""
 
-    reason: str  # caller_hangup | agent_hangup | transferred | max_duration | model_closed | telephony_lost | ...
+    reason: str  # caller_hangup | agent_hangup | transferred | max_duration | model_unavailable | model_closed
+    #              | bad_frames | telephony_lost | ...
 
 
 Action = Union[ToCaller, ToModel, Log, RunTool, CancelTools, UseAgent, Control, OpenModel, CloseModel, EndCall]

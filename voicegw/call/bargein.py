@@ -71,5 +71,5 @@ class BargeIn:
                     self.history.text(item, "assistant", text)
                 else:
                     self.history.forget(item)
-                acts.append(self._log("transcript", now, role="agent", item_id=item, text=text or "…", cut=True))
+                acts.append(self._transcript(now, "agent", item, text or "…", True))
         return acts

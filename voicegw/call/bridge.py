@@ -81,7 +81,7 @@ class CallBridge:
         tools: ToolRunner,
         sink: CallLogSink,
         hooks: CallHooks,
-        open_model: Callable[[], Awaitable["RealtimeConnection"]],
+        open_model: Callable[[float | None], Awaitable["RealtimeConnection"]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.info = info
@@ -165,7 +165,7 @@ class CallBridge:
         elif isinstance(act, OpenModel):
             link = _Link(act.link)
             self._links[act.link] = link
-            link.task = self._spawn(self._run_link(link, act.delay_s), f"model:{act.link}")
+            link.task = self._spawn(self._run_link(link, act.delay_s, act.timeout_s), f"model:{act.link}")
         elif isinstance(act, CloseModel):
             self._close_link(act.link)
         elif isinstance(act, EndCall):
@@ -194,12 +194,13 @@ class CallBridge:
         link.writer.put(act.command)
 
     # ---------------------------------------------------------------------- model links
-    async def _run_link(self, link: _Link, delay_s: float) -> None:
-        """Open model link `link.n`, then feed its events to the core until it closes."""
+    async def _run_link(self, link: _Link, delay_s: float, timeout_s: float | None) -> None:
+        """Open model link `link.n` within `timeout_s`, then feed its events to the core until it
+        closes. (The core also holds the deadline: it gives up on an attempt that outlives it.)"""
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         try:
-            conn = await self._open_model()
+            conn = await self._open_model(timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # connect failures are the core's to handle

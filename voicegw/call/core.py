@@ -7,26 +7,33 @@ deterministically in tests. Every decision about the call lives here: barge-in, 
 and how often, when to roll the model session over, agent switches, leaving the call.
 
 The core is split by concept: barge-in is `voicegw.call.bargein.BargeIn`, the model sessions
-(first open, drop recovery, rollover) are `voicegw.call.sessions.ModelSessions`; small state
-objects hold the rest (Playout, ResponseBook, ToolBook, History, ModelLink, ExitPlan).
+(first open, drop recovery, rollover, giving up) are `voicegw.call.sessions.ModelSessions`, agent
+audio on its way to the caller (checked, bounded) is `voicegw.call.agentaudio.AgentAudio`; small
+state objects hold the rest (Playout, ResponseBook, ToolBook, History, ModelLink, ExitPlan,
+BadFrameMeter, Redactor).
 """
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from voicegw.audio.transcode import CallerToModel, ModelToCaller, model_audio_ms
+from voicegw.audio.transcode import CallerToModel, ModelToCaller
 from voicegw.call.actions import (
     Action, CancelTools, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
+from voicegw.call.agentaudio import AgentAudio
+from voicegw.call.badframes import FLOOD_PER_SECOND, FLOOD_SECONDS, BadFrameMeter
 from voicegw.call.bargein import BargeIn
 from voicegw.call.history import History
 from voicegw.call.leaving import ExitPlan
 from voicegw.call.modellink import ModelLink
 from voicegw.call.playout import Playout
+from voicegw.call.redact import Redactor
 from voicegw.call.responses import OUT_OF_BAND, ResponseBook
 from voicegw.call.sessions import ModelSessions
 from voicegw.call.tooling import ToolBook
+from voicegw.call.transcript import Transcripts
 from voicegw.calllog.entries import CallLogEntry
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
@@ -54,9 +61,13 @@ class CoreOptions:
     reconnect_message: str = "Sorry, the line dropped for a moment."
     max_reconnects: int = 3  # outages per call that are recovered from
     model_session_max_s: float | None = None  # the service's session lifetime: roll over before it
+    connect_budget_s: float = 4.0  # per outage: time to a usable model session, retries included
+    overflow_number: str | None = None  # where a call goes when no model session can be had
+    unavailable_audio_b64: str | None = None  # mu-law 8 kHz apology played when giving up
+    redact_transcripts: tuple[str, ...] = ()  # phone | card | email, masked in logged transcripts
 
 
-class CallCore(BargeIn, ModelSessions):
+class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
     def __init__(self, opts: CoreOptions, now: float, wall_offset: float = 0.0):
         self.opts = opts
         self.config = opts.session_config
@@ -75,6 +86,9 @@ class CallCore(BargeIn, ModelSessions):
         self.exit: ExitPlan | None = None
         self.barge_ins = 0
         self._pre_stream: list[tuple[str, str, float, float]] = []  # (item, b64, start, end) before the stream
+        self._pre_stream_ms = 0.0
+        self._capped: set[str] = set()  # responses over the queued-audio cap: the rest of their audio is dropped
+        self._bad_audio_count = 0
         self._speech_stopped_at: float | None = None
         self._awaiting_first_audio = False
         self._want_response = False  # answer as soon as nothing else is in progress
@@ -84,7 +98,9 @@ class CallCore(BargeIn, ModelSessions):
         self._pending_transcripts: dict[str, float] = {}  # caller items awaiting their transcript
         self._dtmf: list[str] = []
         self._dtmf_due: float | None = None
-        self._bad_frames = 0
+        self.bad_frames = BadFrameMeter()
+        self.redactor = Redactor(opts.redact_transcripts)
+        self._transcripts: OrderedDict[str, tuple[str, str, bool]] = OrderedDict()  # item -> (role, text, cut)
         self._filler_sent_for: set[str] = set()
         self._standby_expires: float | None = None
 
@@ -116,8 +132,10 @@ class CallCore(BargeIn, ModelSessions):
 
     # ------------------------------------------------------------------------------ start
     def start(self, now: float) -> list[Action]:
-        """The call exists (webhook pre-warm or stream start): open its first model session."""
-        return [OpenModel(self.link.open_next("first"))]
+        """The call exists (webhook pre-warm or stream start): open its first model session,
+        within the connect budget."""
+        self.link.outage_began(now, self.opts.connect_budget_s)
+        return [OpenModel(self.link.open_next("first"), 0.0, self.opts.connect_budget_s)]
 
     # ------------------------------------------------------------------------- stream events
     def on_stream(self, e: tel.StreamEvent, now: float) -> list[Action]:
@@ -149,8 +167,13 @@ class CallCore(BargeIn, ModelSessions):
         if isinstance(e, tel.StreamStopped):
             return self.end("caller_hangup", now)
         if isinstance(e, tel.BadFrame):
-            self._bad_frames += 1
-            if self._bad_frames <= MAX_BAD_FRAME_LOGS:
+            meter = self.bad_frames
+            if meter.bad(now):
+                return [self._log("error", now, source="telephony", code="bad_frames",
+                                  message=f"more than {FLOOD_PER_SECOND} bad frames a second for {FLOOD_SECONDS} s "
+                                          f"({meter.total} in all): this is not a phone call, ending it")] \
+                    + self.end("bad_frames", now)
+            if meter.total <= MAX_BAD_FRAME_LOGS:
                 return [self._log("error", now, source="telephony", message=e.error, code="bad_frame")]
         return []
 
@@ -162,9 +185,11 @@ class CallCore(BargeIn, ModelSessions):
         params = {k: v for k, v in e.custom_parameters.items() if k.lower() != "token"}
         acts: list[Action] = [self._log("stream.started", now, stream_sid=e.stream_sid, tracks=list(e.tracks),
                                         custom_parameters=params)]
-        for item_id, b64, start, end in self._pre_stream:
-            acts += self._send_audio(item_id, b64, start, end, now)
-        self._pre_stream.clear()
+        acts += self._flush_pre_stream(now)
+        if self.exit is not None and self.exit.hold_for_stream_s is not None:
+            # given up before the stream started: the apology plays from now on
+            self.exit.deadline = now + self.exit.hold_for_stream_s
+            self.exit.hold_for_stream_s = None
         return acts
 
     def _flush_dtmf(self, now: float) -> list[Action]:
@@ -233,7 +258,7 @@ class CallCore(BargeIn, ModelSessions):
             self.history.text(e.item_id, "user", text)
             self._pending_transcripts.pop(e.item_id, None)
             self.link.transcribed()
-            return [self._log("transcript", now, role="caller", item_id=e.item_id, text=text, cut=False)]
+            return [self._transcript(now, "caller", e.item_id, text, False)]
         if isinstance(e, ev.InputTranscriptFailed):
             self._pending_transcripts.pop(e.item_id, None)
             return [self._log("error", now, source="model", message=f"input transcription failed: {e.message}",
@@ -256,45 +281,6 @@ class CallCore(BargeIn, ModelSessions):
             return [self._log("error", now, source="model", message=e.message, code=e.code, link=link)]
         return []
 
-    def _audio_delta(self, e: ev.AudioDelta, now: float) -> list[Action]:
-        r = self.responses
-        if e.response_id in r.stale:
-            return []
-        end = r.produced.get(e.item_id, 0.0) + model_audio_ms(e.audio_b64, self.opts.audio_mode)
-        r.produced[e.item_id] = end
-        out = self.to_caller.convert(e.audio_b64)
-        # the resampler holds some audio back: what goes out now ends that much earlier
-        return self._emit(e.item_id, out, end - self.to_caller.latency_ms, now)
-
-    def _audio_done(self, e: ev.AudioDone, now: float) -> list[Action]:
-        if e.response_id in self.responses.stale:
-            return []
-        self.responses.audio_done.add(e.item_id)
-        return self._emit(e.item_id, self.to_caller.flush(), self.responses.produced.get(e.item_id, 0.0), now)
-
-    def _emit(self, item_id: str, ulaw_b64: str, end: float, now: float) -> list[Action]:
-        """Queue converted audio covering the item's model audio up to `end` ms."""
-        if not ulaw_b64:
-            return []
-        emitted = self.responses.emitted
-        start = emitted.get(item_id, 0.0)
-        end = max(start, end)
-        emitted[item_id] = end
-        if self.stream_sid is None:
-            self._pre_stream.append((item_id, ulaw_b64, start, end))
-            return []
-        return self._send_audio(item_id, ulaw_b64, start, end, now)
-
-    def _send_audio(self, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:
-        mark = self.playout.sent(item_id, start, end, now)
-        acts: list[Action] = [ToCaller(tel.PlayAudio(ulaw_b64)), ToCaller(tel.PlayMark(mark))]
-        if self._awaiting_first_audio and self._speech_stopped_at is not None \
-                and item_id not in self.responses.oob_items:
-            self._awaiting_first_audio = False
-            latency = (now - self._speech_stopped_at) * 1000.0
-            acts.append(self._log("turn.latency", now, item_id=item_id, latency_ms=round(latency, 1)))
-        return acts
-
     def _response_started(self, e: ev.ResponseStarted, now: float) -> list[Action]:
         kind = str((e.metadata or {}).get("voicegw") or "turn")
         self._requested = max(0, self._requested - 1)
@@ -311,7 +297,7 @@ class CallCore(BargeIn, ModelSessions):
         utt.logged = True
         if e.item_id not in self.responses.oob_items:
             self.history.text(e.item_id, "assistant", utt.text.strip())
-        return [self._log("transcript", now, role="agent", item_id=e.item_id, text=utt.text.strip(), cut=False)]
+        return [self._transcript(now, "agent", e.item_id, utt.text.strip(), False)]
 
     def _function_call(self, e: ev.FunctionCall, now: float) -> list[Action]:
         if e.response_id in self.responses.stale or self.exit:
@@ -322,6 +308,8 @@ class CallCore(BargeIn, ModelSessions):
             args: object = json.loads(e.arguments) if e.arguments else {}
         except ValueError:
             args = e.arguments
+        if self.redactor.active:
+            args = self.redactor.mask_value(args)
         return [self._log("tool.call", now, call_id=e.call_id, name=e.name, arguments=args),
                 RunTool(e.call_id, e.name, e.arguments, e.response_id)]
 
@@ -337,6 +325,7 @@ class CallCore(BargeIn, ModelSessions):
                 and e.response_id not in self.tools.waiting_responses:  # its tools' follow-up answers
             self._turn_open = False
         r.done(e.response_id)
+        self._capped.discard(e.response_id)
         if self.exit is not None:
             self.exit.response_done(e.response_id)
         self.tools.response_finished(e.response_id)
@@ -384,7 +373,8 @@ class CallCore(BargeIn, ModelSessions):
         else:
             result["error"] = outcome.error
         self.history.function_output(call_id, outcome.output)
-        acts: list[Action] = [self._log("tool.result", now, call_id=call_id, name=tool.name, **result)]
+        acts: list[Action] = self._learn_redacted(outcome.redacted_values, now)
+        acts.append(self._log("tool.result", now, call_id=call_id, name=tool.name, **result))
         if self.link.ready:
             acts.append(self._to_model(ev.AddFunctionOutput(call_id, outcome.output)))  # else the replay has it
         eff = outcome.effect
@@ -413,7 +403,8 @@ class CallCore(BargeIn, ModelSessions):
         plan = self.exit
         if plan is None:
             return []
-        idle = not plan.waiting_for_goodbye and not self.responses.in_progress and not self.playout.busy
+        idle = not plan.waiting_for_goodbye and not self.responses.in_progress and not self.playout.busy \
+            and not self._pre_stream
         if not (idle or now >= plan.deadline):
             return []
         acts: list[Action] = [plan.control] if plan.control is not None else []
@@ -435,22 +426,24 @@ class CallCore(BargeIn, ModelSessions):
         for utt in self.responses.utterances.values():
             if not utt.logged and utt.text.strip() and utt.response_id not in self.responses.stale:
                 utt.logged = True
-                acts.append(self._log("transcript", now, role="agent", item_id=utt.item_id, text=utt.text.strip(),
-                                      cut=False))
+                acts.append(self._transcript(now, "agent", utt.item_id, utt.text.strip(), False))
         acts.append(self._log("call.ended", now, reason=reason, duration_s=round(now - self.started_at, 3),
                               barge_ins=self.barge_ins, reconnects=self.link.reconnects,
-                              rollovers=self.link.rollovers))
+                              rollovers=self.link.rollovers, bad_frames=self.bad_frames.total))
         acts.append(EndCall(reason))
         return acts
 
     # ------------------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
+        ml = self.link
         if self.exit is not None:  # leaving: tick() acts on nothing else, so nothing else is due
-            return self.exit.deadline if self._dtmf_due is None else min(self._dtmf_due, self.exit.deadline)
-        times = [t for t in (self._dtmf_due, self.started_at + self.opts.max_call_duration_s,
-                             (None if self.link.overdue else self.link.hard_at) if self.link.standby_ready else
-                             (self.link.soft_at if not self.link.opening else None)) if t is not None]
-        return min(times) if times else None
+            times = [self._dtmf_due, self.exit.deadline, ml.connect_deadline]
+        else:
+            times = [self._dtmf_due, self.started_at + self.opts.max_call_duration_s, ml.connect_deadline,
+                     (None if ml.overdue else ml.hard_at) if ml.standby_ready else
+                     (ml.soft_at if not ml.opening else None)]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
     def tick(self, now: float) -> list[Action]:
         if self.ended:
@@ -458,13 +451,18 @@ class CallCore(BargeIn, ModelSessions):
         acts: list[Action] = []
         if self._dtmf_due is not None and now >= self._dtmf_due:
             acts += self._flush_dtmf(now)
+        connect_deadline = self.link.connect_deadline
+        if connect_deadline is not None and now >= connect_deadline:
+            acts += self._connect_overdue(now)
+            if self.ended:
+                return acts
         if self.exit is None and now >= self.started_at + self.opts.max_call_duration_s:
             acts += self._time_limit(now)
         if self.exit is not None:
             return acts + self._maybe_exit(now)
         ml = self.link
         if ml.ready and not ml.opening and ml.soft_at is not None and now >= ml.soft_at:
-            acts.append(OpenModel(ml.open_next("rollover")))
+            acts.append(OpenModel(ml.open_next("rollover"), 0.0, self.opts.connect_budget_s))
         elif ml.standby_ready:
             acts += self._maybe_roll_over(now)
         return acts

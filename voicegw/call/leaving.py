@@ -14,6 +14,7 @@ class ExitPlan:
     deadline: float  # leave by then whatever is still playing
     goodbye: str = "none"  # none | wanted (ask the model for it) | speaking (asked, not done yet)
     goodbye_rid: str | None = None  # the response carrying the goodbye, once it started
+    hold_for_stream_s: float | None = None  # no stream yet: once it starts, leave by then + this
 
     @property
     def waiting_for_goodbye(self) -> bool:

@@ -6,6 +6,10 @@ core makes about them:
 * **Reconnect policy.** An unplanned drop (network, server close) is retried at once, then with a
   short backoff (`BACKOFF_S`); each outage has that many attempts, each call `max_reconnects`
   outages. A reconnect on loopback takes a few ms; a cloud one a few hundred.
+* **Connect budget.** Each outage -- the call's first session included -- has a time budget
+  (`VOICEGW_MODEL_CONNECT_BUDGET`, 4 s): each attempt may take what is left of it, and when it is
+  used up the call is given up (apology, overflow or hang-up) instead of leaving the caller in
+  silence for a 10 s connect timeout plus retries. A healthy cloud connect takes 0.3-1 s.
 * **Rollover.** The service ends every session after a fixed lifetime (60 min GA/OpenAI, 30 min
   preview). From `SOFT_FRACTION` of the lifetime a replacement is opened in the background and
   configured; the switch happens at the first quiet moment (nobody speaking, no response being
@@ -26,11 +30,13 @@ HARD_MARGIN_S = 1.0
 TAIL_FRAMES = 25  # 500 ms of pre-roll, more than the default 300 ms VAD prefix padding
 MAX_UTTERANCE_FRAMES = 750  # 15 s: a longer utterance is replayed from its last 15 s
 MAX_HELD_FRAMES = 250  # 5 s of caller audio held while no session is usable
+MIN_ATTEMPT_S = 0.2  # an attempt with less budget left than this is not worth starting
 
 
 class ModelLink:
     __slots__ = ("live", "ready", "opening", "purpose", "standby_ready", "attempt", "reconnects", "rollovers",
-                 "opened_at", "soft_at", "hard_at", "overdue", "lifetime_s", "held", "tail", "utterance", "speaking", "max_reconnects")
+                 "opened_at", "soft_at", "hard_at", "overdue", "lifetime_s", "held", "tail", "utterance", "speaking", "max_reconnects",
+                 "outage_deadline")
 
     def __init__(self, lifetime_s: float | None, max_reconnects: int) -> None:
         self.live = 0  # link serving the call (0: none yet)
@@ -51,6 +57,7 @@ class ModelLink:
         self.tail: deque[str] = deque(maxlen=TAIL_FRAMES)
         self.utterance: deque[str] = deque(maxlen=MAX_UTTERANCE_FRAMES)
         self.speaking = False  # the live session reported speech_started and not yet speech_stopped
+        self.outage_deadline: float | None = None  # a usable session by then, or the call is given up
 
     # --- caller audio -----------------------------------------------------------------------
     def caller_frame(self, ulaw_b64: str) -> None:
@@ -91,6 +98,7 @@ class ModelLink:
         self.opening = 0
         self.standby_ready = False
         self.attempt = 0
+        self.outage_deadline = None
         self.opened_at = now
         self.overdue = False
         ends = [t for t in (expires_at, now + self.lifetime_s if self.lifetime_s else None) if t is not None]
@@ -108,6 +116,23 @@ class ModelLink:
         """The live link is gone: nothing serves the call until another link becomes live."""
         self.ready = False
         self.soft_at = self.hard_at = None
+
+    def outage_began(self, now: float, budget_s: float) -> None:
+        """No usable session from now on (call start, or the live one was lost)."""
+        self.attempt = 0
+        self.outage_deadline = now + budget_s
+
+    def attempt_timeout(self, now: float, delay_s: float) -> float | None:
+        """How long an attempt starting after `delay_s` may take, or None when the budget is spent."""
+        if self.outage_deadline is None:
+            return None
+        left = self.outage_deadline - (now + delay_s)
+        return round(left, 3) if left >= MIN_ATTEMPT_S else None
+
+    @property
+    def connect_deadline(self) -> float | None:
+        """When the attempt in flight for the call (not a rollover standby) runs out of budget."""
+        return self.outage_deadline if self.opening and self.purpose in ("first", "reconnect") else None
 
     def next_backoff(self) -> float | None:
         """Delay before the next attempt of this outage, or None when the outage has used them all."""

@@ -36,7 +36,7 @@ class Chunk:
 class Playout:
     """Chunks sent to the caller that have not been acknowledged yet, in order."""
 
-    __slots__ = ("_pending", "_by_mark", "_seq", "_head_since", "_heard_end", "_prefix")
+    __slots__ = ("_pending", "_by_mark", "_seq", "_head_since", "_heard_end", "_prefix", "_queued_ms")
 
     def __init__(self, mark_prefix: str = "m") -> None:
         self._pending: deque[Chunk] = deque()
@@ -45,6 +45,7 @@ class Playout:
         self._head_since: float | None = None  # when the head chunk was released for playback
         self._heard_end: dict[str, float] = {}  # item -> end of its last acknowledged chunk
         self._prefix = mark_prefix
+        self._queued_ms = 0.0  # sum of the pending chunks' lengths (O(1) for the queued-audio cap)
 
     # --- sending -----------------------------------------------------------------------------
     def sent(self, item_id: str, start_ms: float, end_ms: float, now: float) -> str:
@@ -56,6 +57,7 @@ class Playout:
             self._head_since = now
         self._pending.append(chunk)
         self._by_mark.add(mark)
+        self._queued_ms += chunk.length_ms
         return mark
 
     # --- acknowledgements ----------------------------------------------------------------------
@@ -73,6 +75,7 @@ class Playout:
         while self._pending:
             chunk = self._pending.popleft()
             self._by_mark.discard(chunk.mark)
+            self._queued_ms = self._queued_ms - chunk.length_ms if self._pending else 0.0
             ended = max(ended, chunk.sent_at) + chunk.length_ms / 1000.0
             prev = self._heard_end.get(chunk.item_id, 0.0)
             self._heard_end[chunk.item_id] = max(prev, chunk.end_ms)
@@ -96,6 +99,7 @@ class Playout:
         self._pending.clear()
         self._by_mark.clear()
         self._head_since = None
+        self._queued_ms = 0.0
         return dropped
 
     # --- queries -------------------------------------------------------------------------------
@@ -131,4 +135,5 @@ class Playout:
         return heard
 
     def queued_ms(self) -> float:
-        return sum(c.length_ms for c in self._pending)
+        """Audio sent and not yet acknowledged, ms (a running sum: asked once per model delta)."""
+        return self._queued_ms

@@ -1,4 +1,5 @@
-"""Model sessions of a call: the first one, recovery from a drop, rollover before the lifetime.
+"""Model sessions of a call: the first one, recovery from a drop, rollover before the lifetime,
+and giving the call up when no session can be had within the connect budget.
 
 Part of the call core (`CallCore` inherits it): the decisions about model links -- when a new
 session becomes live, what it is given (the conversation as items, the caller audio it missed),
@@ -11,14 +12,18 @@ import binascii
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from voicegw.audio.transcode import CallerToModel
-from voicegw.call.actions import Action, CloseModel, OpenModel, ToModel
+from voicegw.audio.transcode import CallerToModel, b64_decoded_len
+from voicegw.call.actions import Action, CloseModel, Control, OpenModel, ToModel
+from voicegw.call.leaving import ExitPlan
 from voicegw.realtime import events as ev
 
 if TYPE_CHECKING:
     from voicegw.call.core import CallCore
 
 TRANSCRIPT_WAIT_S = 3.0  # a rollover waits this long at most for the caller's last transcript
+UNAVAILABLE_ITEM = "voicegw-unavailable"  # the apology played when the call is given up
+APOLOGY_SLACK_S = 2.0  # past the apology's length, leave even if its mark never comes back
+STREAM_WAIT_S = 10.0  # given up before the stream started: how long it may still take to start
 
 
 class ModelSessions:
@@ -93,14 +98,17 @@ class ModelSessions:
                     ml.soft_at = min(now + 2.0, ml.hard_at)
                 return [self._log("rollover", now, phase="failed", link=link, error=reason)]
             delay = ml.next_backoff() if retryable else None
+            timeout = ml.attempt_timeout(now, delay) if delay is not None else None
             acts: list[Action] = [self._log("reconnect" if ml.purpose == "reconnect" else "error", now,
                                             **({"attempt": ml.reconnects, "ok": False, "error": reason}
                                                if ml.purpose == "reconnect" else
                                                {"source": "model", "message": f"model connection failed: {reason}",
                                                 "code": "model_connect_failed"}))]
-            if delay is None:
-                return acts + self._model_gone(reason, now)
-            return acts + [OpenModel(ml.open_next(ml.purpose), delay)]
+            if timeout is None:
+                why = (reason if not retryable else f"every attempt failed, the last with: {reason}" if delay is None
+                       else f"the {self.opts.connect_budget_s:g} s connect budget is used up; last: {reason}")
+                return acts + self._give_up(why, now)
+            return acts + [OpenModel(ml.open_next(ml.purpose), delay, timeout)]
         if link != ml.live:
             return []
         # the live session is gone: recover on a new one (the standby, when one is ready)
@@ -118,7 +126,7 @@ class ModelSessions:
                 # its audio was sent and plays on: the record keeps what the agent said (end()
                 # skips abandoned responses)
                 u.logged = True
-                acts.append(self._log("transcript", now, role="agent", item_id=i, text=u.text.strip(), cut=False))
+                acts.append(self._transcript(now, "agent", i, u.text.strip(), False))
         r.abandon()
         r.oob_items.update(r.produced)  # items of the old session cannot be truncated on the new one
         self.tools.link_lost()
@@ -129,17 +137,55 @@ class ModelSessions:
         if ml.standby_ready:
             return acts + self._switch(now, forced=True)
         if ml.reconnects >= ml.max_reconnects:
-            return acts + self._model_gone(reason, now)
+            return acts + self._give_up(f"lost {ml.reconnects + 1} times: {reason}", now)
         ml.reconnects += 1
+        ml.outage_began(now, self.opts.connect_budget_s)
         if ml.opening:  # a rollover was opening: it becomes the reconnect
             ml.purpose = "reconnect"
             return acts
-        delay = ml.next_backoff()
-        return acts + [OpenModel(ml.open_next("reconnect"), delay or 0.0)]
+        delay = ml.next_backoff() or 0.0
+        return acts + [OpenModel(ml.open_next("reconnect"), delay, ml.attempt_timeout(now, delay))]
 
-    def _model_gone(self: CallCore, reason: str, now: float) -> list[Action]:
-        return [self._log("error", now, source="model", message=f"model connection closed: {reason}",
-                          code="model_closed")] + self.end("model_closed", now)
+    def _connect_overdue(self: CallCore, now: float) -> list[Action]:
+        """The attempt in flight outlived the outage's budget (a server that accepts the connection
+        and never answers): stop waiting for it."""
+        return self._give_up(f"no model session within the {self.opts.connect_budget_s:g} s connect budget "
+                             f"(an attempt is still waiting for an answer)", now)
+
+    def _give_up(self: CallCore, reason: str, now: float) -> list[Action]:
+        """No model session to be had: the caller hears the apology, then is transferred to the
+        overflow number if there is one, else the call ends once the apology has played.
+
+        "model_unavailable" when the call never had a session; "model_closed" when its session was
+        lost and could not be replaced."""
+        ml = self.link
+        first = not ml.live
+        code = "model_unavailable" if first else "model_closed"
+        acts: list[Action] = []
+        if ml.opening:
+            acts.append(CloseModel(ml.opening))
+            ml.opening = 0
+            ml.standby_ready = False
+        ml.outage_deadline = None
+        overflow = self.opts.overflow_number
+        control = self.exit.control if self.exit is not None and self.exit.control is not None else \
+            Control("transfer", overflow) if overflow else None
+        then = f"transferring to {control.target}" if control is not None and control.kind == "transfer" \
+            else "ending the call"
+        acts.append(self._log("error", now, source="model", code=code,
+                              message=f"model {'unavailable' if first else 'connection closed'}: {reason}; {then}"))
+        audio = self.opts.unavailable_audio_b64
+        if not audio or UNAVAILABLE_ITEM in self.responses.emitted:  # no apology, or it already played
+            return acts + ([control] if control is not None else []) + self.end(code, now)
+        self.responses.oob_items.add(UNAVAILABLE_ITEM)
+        self.responses.abandon()
+        length_s = b64_decoded_len(audio) / 8000.0
+        hold = length_s + APOLOGY_SLACK_S
+        waiting = self.stream_sid is None
+        self.exit = ExitPlan(control, code, now + hold + (STREAM_WAIT_S if waiting else 0.0),
+                             hold_for_stream_s=hold if waiting else None)
+        acts += self._emit(UNAVAILABLE_ITEM, audio, length_s * 1000.0, now)
+        return acts
 
     # ------------------------------------------------------------------------------ rollover
     def _quiet(self: CallCore, now: float) -> bool:

@@ -42,6 +42,9 @@ class ToolOutcome:
     duration_ms: float = 0.0
     effect: ToolEffect | None = None
     logged_result: Any = None  # redacted result for the call log
+    # the concrete values at the tool's `redact` paths (arguments and result): the call masks them
+    # in every transcript it logs, earlier ones included
+    redacted_values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

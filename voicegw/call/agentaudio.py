@@ -1,0 +1,147 @@
+"""Agent audio on its way to the caller: model deltas checked, converted, bounded and queued.
+
+Part of the call core (`CallCore` inherits it). The model is an edge too (DESIGN.md "Edges are
+hostile"): one delta that is not base64, or that the converter chokes on, costs that delta -- it
+is logged (the first `MAX_BAD_AUDIO_LOGS` of a call) and skipped -- never the model session,
+which a reconnect and an apology would cost the caller.
+
+Bounds:
+* **Frame size.** Twilio plays a payload of any length, but one JSON frame per delta means a
+  hostile or buggy 60 s delta is a 640 KB frame the caller writer must push in one go, and a
+  `clear` cannot cut into it. Audio goes out in frames of at most `MAX_PLAY_BYTES` (just under
+  1 s, 8000 mu-law bytes, a multiple of 3 so the base64 text splits on 4-character boundaries
+  without a decode/encode round trip); one mark follows the batch, so playout accounting is
+  unchanged (`Playout.sent` covers the batch).
+* **Queued audio.** The model generates faster than real time; a model that never stops would
+  queue unbounded audio at Twilio (and, before the stream starts, in this process). Beyond
+  `MAX_QUEUED_AUDIO_MS` the rest of that response's audio is dropped and logged once. What the
+  model *produced* still counts it (truncation compares with the model's own item), what was
+  *emitted* and *heard* does not, so a later barge-in truncates at what the caller heard.
+"""
+from __future__ import annotations
+
+import binascii
+from typing import TYPE_CHECKING
+
+from voicegw.audio.transcode import b64_decoded_len, model_audio_ms
+from voicegw.call.actions import Action, ToCaller
+from voicegw.realtime import events as ev
+from voicegw.telephony import base as tel
+
+if TYPE_CHECKING:
+    from voicegw.call.core import CallCore
+
+MAX_PLAY_BYTES = 7998  # per PlayAudio frame: 999.75 ms of 8 kHz mu-law, 3 * 2666 bytes
+_MAX_PLAY_CHARS = MAX_PLAY_BYTES // 3 * 4  # 10664 base64 characters, no padding inside the batch
+MAX_QUEUED_AUDIO_MS = 120_000  # agent audio queued at the provider (or before the stream) per call
+MAX_BAD_AUDIO_LOGS = 5  # bad deltas logged per call; the rest are only counted
+
+
+def split_b64(ulaw_b64: str) -> list[str]:
+    """Valid base64 `ulaw_b64` as payloads of at most MAX_PLAY_BYTES each (no copy when it fits)."""
+    if len(ulaw_b64) <= _MAX_PLAY_CHARS:
+        return [ulaw_b64]
+    return [ulaw_b64[i:i + _MAX_PLAY_CHARS] for i in range(0, len(ulaw_b64), _MAX_PLAY_CHARS)]
+
+
+def _not_base64(b64: str) -> str:
+    """Why `b64` is not clean base64 ("" when it is). Strict, because in passthrough the text goes
+    to Twilio as it is: no whitespace, stray characters or misplaced padding (binascii's strict
+    mode lets excess trailing padding through, hence the length check). 2 us per 200 ms delta."""
+    if len(b64) & 3:
+        return "not valid base64 (length is not a multiple of 4)"
+    try:
+        raw = binascii.a2b_base64(b64, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        return f"not valid base64 ({exc})"
+    if len(raw) != b64_decoded_len(b64):
+        return "not valid base64 (excess padding)"
+    return ""
+
+
+class AgentAudio:
+    def _audio_delta(self: CallCore, e: ev.AudioDelta, now: float) -> list[Action]:
+        r = self.responses
+        if e.response_id in r.stale:
+            return []
+        b64 = e.audio_b64
+        problem = _not_base64(b64)
+        if problem:
+            return self._bad_audio(e, problem, now)
+        end = r.produced.get(e.item_id, 0.0) + model_audio_ms(b64, self.opts.audio_mode)
+        r.produced[e.item_id] = end
+        if e.response_id in self._capped:
+            return []
+        try:
+            out = self.to_caller.convert(b64)
+        except Exception as exc:  # noqa: BLE001 - one delta the converter cannot take costs that delta only
+            self.to_caller.reset()
+            return self._bad_audio(e, f"could not be converted ({type(exc).__name__}: {exc})", now)
+        # the resampler holds some audio back: what goes out now ends that much earlier
+        return self._emit(e.item_id, out, end - self.to_caller.latency_ms, now, e.response_id)
+
+    def _audio_done(self: CallCore, e: ev.AudioDone, now: float) -> list[Action]:
+        if e.response_id in self.responses.stale:
+            return []
+        self.responses.audio_done.add(e.item_id)
+        if e.response_id in self._capped:
+            self.to_caller.reset()
+            return []
+        try:
+            tail = self.to_caller.flush()
+        except Exception as exc:  # noqa: BLE001 - as for a delta: the tail is lost, the session is not
+            self.to_caller.reset()
+            return self._bad_audio(e, f"its tail could not be converted ({type(exc).__name__})", now)
+        return self._emit(e.item_id, tail, self.responses.produced.get(e.item_id, 0.0), now, e.response_id)
+
+    def _bad_audio(self: CallCore, e: ev.AudioDelta | ev.AudioDone, why: str, now: float) -> list[Action]:
+        self._bad_audio_count += 1
+        if self._bad_audio_count > MAX_BAD_AUDIO_LOGS:
+            return []
+        return [self._log("error", now, source="model", code="bad_audio", item_id=e.item_id,
+                          message=f"agent audio of item {e.item_id} skipped: {why}"
+                          + (" (further bad audio is counted, not logged)"
+                             if self._bad_audio_count == MAX_BAD_AUDIO_LOGS else ""))]
+
+    def _emit(self: CallCore, item_id: str, ulaw_b64: str, end: float, now: float,
+              response_id: str | None = None) -> list[Action]:
+        """Queue converted audio covering the item's model audio up to `end` ms."""
+        if not ulaw_b64:
+            return []
+        emitted = self.responses.emitted
+        start = emitted.get(item_id, 0.0)
+        end = max(start, end)
+        if self._queued_ms() + (end - start) > MAX_QUEUED_AUDIO_MS and response_id is not None:
+            self._capped.add(response_id)
+            return [self._log("error", now, source="model", code="audio_capped", item_id=item_id,
+                              message=f"over {MAX_QUEUED_AUDIO_MS / 1000:g} s of agent audio queued for the caller: "
+                                      f"the rest of response {response_id} is dropped")]
+        emitted[item_id] = end
+        if self.stream_sid is None:
+            self._pre_stream.append((item_id, ulaw_b64, start, end))
+            self._pre_stream_ms += end - start
+            return []
+        return self._send_audio(item_id, ulaw_b64, start, end, now)
+
+    def _queued_ms(self: CallCore) -> float:
+        return self.playout.queued_ms() + self._pre_stream_ms
+
+    def _send_audio(self: CallCore, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:
+        mark = self.playout.sent(item_id, start, end, now)
+        acts: list[Action] = [ToCaller(tel.PlayAudio(p)) for p in split_b64(ulaw_b64)]
+        acts.append(ToCaller(tel.PlayMark(mark)))
+        if self._awaiting_first_audio and self._speech_stopped_at is not None \
+                and item_id not in self.responses.oob_items:
+            self._awaiting_first_audio = False
+            latency = (now - self._speech_stopped_at) * 1000.0
+            acts.append(self._log("turn.latency", now, item_id=item_id, latency_ms=round(latency, 1)))
+        return acts
+
+    def _flush_pre_stream(self: CallCore, now: float) -> list[Action]:
+        """The stream started: what was generated before it (greeting, apology) goes out now."""
+        acts: list[Action] = []
+        for item_id, b64, start, end in self._pre_stream:
+            acts += self._send_audio(item_id, b64, start, end, now)
+        self._pre_stream.clear()
+        self._pre_stream_ms = 0.0
+        return acts
