@@ -56,7 +56,8 @@ class Timeline:
     is off: the caller's audio then never finishes) and ticks the core at its deadlines.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, connect: bool = True, stream: bool = True, **options: Any) -> None:
+        """`connect`: the first model session opens at once; `stream`: then the stream starts."""
         options.setdefault("session_config", CFG)
         options.setdefault("audio_mode", "g711_ulaw")
         self.opts = CoreOptions(**options)
@@ -70,9 +71,11 @@ class Timeline:
         self._frames = 0
         self.sent_frames: list[str] = []
         assert self.feed(self.core.start(self.now)) == [OpenModel(1, 0.0, self.opts.connect_budget_s)]
-        first = self.model(ev.SessionStarted("sess-1"), link=1)
-        assert first[0] == ToModel(ev.UpdateSession(self.opts.session_config), 1)
-        self.stream(tel.StreamStarted(stream_sid=SID, call_sid="CA1"))
+        if connect:
+            first = self.model(ev.SessionStarted("sess-1"), link=1)
+            assert first[0] == ToModel(ev.UpdateSession(self.opts.session_config), 1)
+        if connect and stream:
+            self.stream(tel.StreamStarted(stream_sid=SID, call_sid="CA1"))
 
     # ---------------------------------------------------------------------- feeding the core
     def feed(self, acts: list[Action]) -> list[Action]:

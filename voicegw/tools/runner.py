@@ -7,6 +7,11 @@ propagates, because the I/O layer cancels running tools when the call ends.
 
 Everything that leaves the runner (output, error, logged result) passes through the scrubber, so
 values that came from `${ENV_VAR}` placeholders never reach the model, the call log or the console.
+
+A tool's `redact` paths name fields of its result and of its arguments. The logged result has them
+replaced by "[redacted]", and the concrete values found there are reported
+(`ToolOutcome.redacted_values`) so the call masks them in its transcripts too: the caller usually
+says the card or phone number before the tool that receives it runs.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from voicegw.tools.contract import ToolContext, ToolOutcome
 from voicegw.config import LoadedAgent, Settings
 from voicegw.realtime.events import ToolDecl
 from voicegw.tools.base import Handler, HandlerInfo, ToolError
-from voicegw.tools.paths import redact
+from voicegw.tools.paths import Segment, redact, select
 from voicegw.tools.schema import Tool
 from voicegw.tools.templates import Scrubber
 
@@ -33,6 +38,7 @@ log = logging.getLogger("voicegw.tools")
 MAX_OUTPUT_CHARS = 6000  # what the model gets back; long outputs cost latency and tokens
 MAX_LOGGED_CHARS = 16000  # what the call log keeps of a result
 MAX_PROBLEMS = 5
+MAX_REDACTED_VALUES = 32
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,9 @@ class ToolSet:
             log.warning("tool %s failed: %s", name, self._scrub.text(f"{type(exc).__name__}: {exc}"))
             return self._failure(started, f"the tool failed ({type(exc).__name__})")
         output = self._cap(self._scrub.text(_json(result.result)), MAX_OUTPUT_CHARS)
-        logged = self._scrub.value(redact(_plain(result.result), bound.tool.redact))
+        plain = _plain(result.result)
+        logged = self._scrub.value(redact(plain, bound.tool.redact))
+        hidden = redacted_values(args, bound.tool.redact) + redacted_values(plain, bound.tool.redact)
         if len(_json(logged)) > MAX_LOGGED_CHARS:
             logged = {"truncated": True, "partial": _json(logged)[:MAX_LOGGED_CHARS]}
         return ToolOutcome(
@@ -106,6 +114,7 @@ class ToolSet:
             duration_ms=_ms(started),
             effect=result.effect,
             logged_result=logged,
+            redacted_values=tuple(dict.fromkeys(hidden))[:MAX_REDACTED_VALUES],
         )
 
     def _arguments(self, bound: BoundTool, arguments: str) -> tuple[dict[str, Any] | None, list[str]]:
@@ -146,6 +155,31 @@ class ToolSet:
                 return wrapped
             keep //= 2
         return json.dumps({"truncated": True})
+
+
+def redacted_values(value: Any, paths: tuple[tuple[Segment, ...], ...]) -> tuple[str, ...]:
+    """The concrete values (strings and numbers, as text) at `paths` in `value`."""
+    out: list[str] = []
+
+    def collect(v: Any) -> None:
+        if isinstance(v, bool) or v is None:
+            return
+        if isinstance(v, (str, int, float)):
+            text = str(v).strip()
+            if text:
+                out.append(text)
+        elif isinstance(v, list):
+            for x in v:
+                collect(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                collect(x)
+
+    for segs in paths:
+        found, picked = select(value, segs)
+        if found:
+            collect(picked)
+    return tuple(out)
 
 
 def _json(value: Any) -> str:
