@@ -289,7 +289,7 @@ async def test_serve_hands_uvicorn_the_log_config(monkeypatch: pytest.MonkeyPatc
             seen["closed"] = True
 
     class FakeServer:
-        def __init__(self, config: uvicorn.Config, gateway: Any) -> None:
+        def __init__(self, config: uvicorn.Config, *args: Any) -> None:
             seen["log_config"] = config.log_config
 
         async def serve(self, sockets: Any = None) -> None:

@@ -3,6 +3,7 @@ tools, call control and the call log. Calls share nothing else (DESIGN.md princi
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -25,6 +26,21 @@ from voicegw.tools.contract import ToolRunner
 log = logging.getLogger("voicegw.gateway")
 
 LOCAL_MODEL_NAME = "voicegw-local"
+UNAVAILABLE_MESSAGE = "Sorry, our line is unavailable. Please call back later."  # 3.3 s at 175 wpm
+
+
+async def _synthesize_apology(text: str) -> str | None:
+    """The apology a call plays when no model session can be had, synthesized once at start-up with
+    the project's own TTS (8 kHz mu-law, base64). None when eSpeak NG is unavailable: calls then
+    transfer or end without it. Kept short: it plays after the whole connect budget has run out."""
+    try:
+        from voicegw.localmodel.tts import Synthesizer
+
+        ulaw = await Synthesizer().synthesize_async(text, "g711_ulaw")
+    except Exception as exc:  # noqa: BLE001 - TtsUnavailable or anything else: run without it
+        log.warning("no apology audio for an unavailable model: %s", exc)
+        return None
+    return base64.b64encode(ulaw).decode("ascii") if ulaw else None
 
 
 @dataclass
@@ -69,6 +85,7 @@ class Gateway:
         self._spent: dict[str, float] = {}  # call sid -> until when its stream token stays refused
         self._idle = asyncio.Event()  # no call in progress (drain waits on it)
         self._idle.set()
+        self.unavailable_audio_b64: str | None = None
         self.registry = registry
         self.calllog: CallLogSink = calllog or NullSink()
         self.codec = TwilioMediaCodec()
@@ -98,6 +115,7 @@ class Gateway:
             log.info("model: embedded local model at %s", self.local_model.base_url)
         else:
             log.info("model: %s", self.settings.model.describe())
+        self.unavailable_audio_b64 = await _synthesize_apology(UNAVAILABLE_MESSAGE)
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking calls and let the live ones finish, for at most `timeout_s`; then each
@@ -163,6 +181,10 @@ class Gateway:
             max_call_duration_s=agent.max_call_duration,
             fillers=fillers,
             model_session_max_s=self.settings.model_session_lifetime,
+            connect_budget_s=self.settings.model_connect_budget,
+            overflow_number=self.settings.overflow_number,
+            unavailable_audio_b64=self.unavailable_audio_b64,
+            redact_transcripts=tuple(agent.redact_transcripts),
         )
         info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=entry.key,
                         started_at=time.time())

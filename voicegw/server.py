@@ -91,9 +91,10 @@ class GatewayServer(uvicorn.Server):
     the process exits 0: the signal is not re-raised at exit as uvicorn otherwise does.
     """
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, ignore_sigint: bool = False) -> None:
         super().__init__(config)
         self.gateway = gateway
+        self.ignore_sigint = ignore_sigint  # a worker: its supervisor turns Ctrl-C into one SIGTERM
         self.signals = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -103,6 +104,8 @@ class GatewayServer(uvicorn.Server):
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGINT and self.ignore_sigint:
+            return
         self.signals += 1
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         if self._loop is None:
@@ -134,7 +137,7 @@ class GatewayServer(uvicorn.Server):
 
 
 async def serve(settings: Settings, *, log_level: str = "info", sockets: list[socket.socket] | None = None,
-                worker: str = "w0", peers_dir: str | None = None) -> None:
+                worker: str = "w0", peers_dir: str | None = None, ignore_sigint: bool = False) -> None:
     """Serve until drained. With `sockets` (a worker of `serve --workers`): the shared listening
     socket, plus this worker's own Unix socket under `peers_dir` for streams relayed to it."""
     for line in startup_warnings(settings):
@@ -147,7 +150,7 @@ async def serve(settings: Settings, *, log_level: str = "info", sockets: list[so
         timeout_graceful_shutdown=10, access_log=False,
         log_config=logs.uvicorn_log_config(),  # no handlers of its own: voicegw's format (voicegw.logs)
     )
-    server = GatewayServer(config, assembled.gateway)
+    server = GatewayServer(config, assembled.gateway, ignore_sigint)
     listeners = list(sockets) if sockets is not None else None
     private: socket.socket | None = None
     if peers_dir is not None:

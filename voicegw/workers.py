@@ -7,9 +7,9 @@ worker id, so a media stream that lands on the wrong worker is relayed to the on
 its call (voicegw.telephony.relay). Stream tokens are signed with one secret, chosen here and
 shared by every worker.
 
-Signals: the workers leave the terminal's process group, so Ctrl-C reaches the supervisor only; it
-forwards SIGTERM to every worker (each drains its calls), a second signal is forwarded again (each
-ends its calls now), and it exits 0 once every worker has. A worker that dies outside a shutdown
+Signals: the workers ignore SIGINT (Ctrl-C reaches the whole process group) and act on SIGTERM;
+the supervisor forwards SIGTERM to every worker on SIGTERM or SIGINT (each drains its calls), a
+second signal is forwarded again (each ends its calls now), and it exits 0 once every worker has. A worker that dies outside a shutdown
 is replaced (with a new id: its calls are gone, and streams for them are served where they land).
 """
 from __future__ import annotations
@@ -36,14 +36,16 @@ RESTART_BACKOFF_S = 1.0
 
 def _worker_main(settings: Settings, index: int, sock: socket.socket, peers_dir: str, log_level: str,
                  log_format: str | None) -> None:
-    os.setpgid(0, 0)  # Ctrl-C goes to the supervisor, which forwards one SIGTERM
     from voicegw import logs, server
 
     logs.configure(log_level, log_format)
     logs.register_settings(settings)
     worker = f"w{index}.{secrets.token_hex(3)}"
     logs.logging.getLogger("voicegw").info("worker %s (pid %d) starting", worker, os.getpid())
-    server.run(settings, log_level=log_level, sockets=[sock], worker=worker, peers_dir=peers_dir)
+    # Ctrl-C reaches the whole process group: the workers leave SIGINT to the supervisor, which
+    # forwards one SIGTERM to each (so a single Ctrl-C means drain, not drain-then-stop)
+    server.run(settings, log_level=log_level, sockets=[sock], worker=worker, peers_dir=peers_dir,
+               ignore_sigint=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:
