@@ -68,7 +68,9 @@ class AgentConfig(_Strict):
     voice: str = "alloy"
     temperature: float | None = Field(default=0.8, ge=0.0, le=2.0)
     greeting: GreetingConfig | None = GreetingConfig(text="Hello! How can I help you today?")
-    audio_mode: Literal["pcm16", "g711_ulaw"] = "pcm16"
+    # g711_ulaw by default: every Realtime model takes audio/pcmu, and passthrough forwards the
+    # phone's payload strings untouched (no decode, resample or re-encode on either side).
+    audio_mode: Literal["pcm16", "g711_ulaw"] = "g711_ulaw"
     turn_detection: TurnDetectionConfig = TurnDetectionConfig()
     transcription: TranscriptionConfig | None = TranscriptionConfig()
     max_call_duration: float = 1800.0  # seconds
