@@ -22,6 +22,13 @@ from voicegw.gateway import Gateway
 from voicegw.server import assemble
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+# a plain support agent in passthrough audio: the calls of runtime and fault tests
+SUPPORT_AGENT = """
+name: support
+instructions: You are a friendly support agent for Acme.
+greeting: "Hello! How can I help you today?"
+audio_mode: g711_ulaw
+"""
 OPERATOR_TOKEN = "op-token-for-tests"
 
 

@@ -14,19 +14,14 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from tests.harness import AUTH_TOKEN, free_port
+from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, free_port
 from tests.proc import serve_process
 from voicegw.localmodel.server import LocalModelServer
 from voicegw.sim.caller import SimulatedCaller
 
 pytestmark = pytest.mark.e2e
 
-AGENT = """
-name: support
-instructions: You are a friendly support agent for Acme.
-greeting: "Hello! How can I help you today?"
-audio_mode: g711_ulaw
-"""
+AGENT = SUPPORT_AGENT
 
 
 async def place_calls(url: str, n: int, batch: int = 5) -> list:

@@ -19,17 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.harness import AUTH_TOKEN, free_port, running_gateway
+from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, free_port, running_gateway
 from voicegw.sim.caller import SimulatedCaller
 
 pytestmark = pytest.mark.e2e
 
-AGENT = """
-name: support
-instructions: You are a friendly support agent for Acme.
-greeting: "Hello! How can I help you today?"
-audio_mode: g711_ulaw
-"""
+AGENT = SUPPORT_AGENT
 WITHIN_S = 8.0  # webhook -> call over, the apology included
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

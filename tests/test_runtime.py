@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.harness import AUTH_TOKEN, running_gateway
+from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, running_gateway
 from tests.proc import ServeProcess, serve_process
 from voicegw.calllog.store import open_store
 from voicegw.localmodel.server import LocalModelServer
@@ -21,12 +21,7 @@ from voicegw.telephony.twilio import sign
 
 pytestmark = pytest.mark.e2e
 
-AGENT = """
-name: support
-instructions: You are a friendly support agent for Acme.
-greeting: "Hello! How can I help you today?"
-audio_mode: g711_ulaw
-"""
+AGENT = SUPPORT_AGENT
 
 
 async def record_of(sp: ServeProcess, call_sid: str) -> dict[str, Any]:
