@@ -218,3 +218,48 @@ async def test_many_concurrent_calls(store: Store) -> None:
     rec = await store.get_call("CC017")
     assert [t["text"] for t in rec["transcript"]] == [f"call 17 line {j}" for j in range(5)]
     assert [r["call_sid"] for r in (await store.list_calls(q="call 23 line 4"))[0]] == ["CC023"]
+
+
+async def test_list_figures_and_overview(store: Store) -> None:
+    t0 = 1_700_000_000.0
+    await store.open_call(info("CA1", t0))
+    await store.append_events("CA1", conversation(t0))
+    await store.close_call("CA1", "caller_hangup", t0 + 5)
+    await store.open_call(info("CA2", t0 + 3600))
+    await store.append_events("CA2", [
+        CallLogEntry("transcript", t0 + 3601, {"role": "agent", "item_id": "g", "text": "Hello!"}),
+        CallLogEntry("turn.latency", t0 + 3602, {"item_id": "g", "latency_ms": 900.0}),
+        CallLogEntry("turn.latency", t0 + 3603, {"item_id": "h", "latency_ms": 700.0}),
+        CallLogEntry("tool.call", t0 + 3604, {"call_id": "x", "name": "track", "arguments": "{}"}),
+        CallLogEntry("tool.result", t0 + 3605, {"call_id": "x", "name": "track", "ok": False, "error": "timeout"}),
+    ])
+    await store.open_call(info("CA3", t0 + 3700))  # still active, no events
+
+    rows, _ = await store.list_calls()
+    by_sid = {r["call_sid"]: r for r in rows}
+    one = by_sid["CA1"]
+    assert (one["snippet"], one["snippet_role"], one["turns"], one["latency_p50_ms"]) == (
+        "Where is my parcel?", "caller", 2, 480.0)
+    assert (one["tools"], one["tool_errors"], one["barge_in_count"]) == (1, 0, 1)
+    two = by_sid["CA2"]
+    assert (two["snippet"], two["snippet_role"], two["latency_p50_ms"], two["tools"], two["tool_errors"]) == (
+        "Hello!", "agent", 700.0, 1, 1)
+    assert (by_sid["CA3"]["turns"], by_sid["CA3"]["latency_p50_ms"], by_sid["CA3"]["snippet"]) == (0, None, "")
+
+    ov = await store.overview(t0 - 10, t0 + 7200)
+    assert ov["calls"] == 3
+    assert ov["calls_per_hour"] == [{"hour": (t0 // 3600) * 3600, "calls": 1},
+                                    {"hour": (t0 // 3600 + 1) * 3600, "calls": 2}]
+    assert ov["latency"] == {"turns": 3, "p50_ms": 700.0, "p95_ms": 900.0}
+    assert ov["tools"] == {"calls": 2, "errors": 1, "error_rate": 0.5}
+    assert ov["end_reasons"] == [{"reason": "active", "calls": 2}, {"reason": "caller_hangup", "calls": 1}]
+    empty = await store.overview(t0 + 90_000, t0 + 99_000)
+    assert empty["calls"] == 0 and empty["latency"]["p50_ms"] is None and empty["tools"]["error_rate"] is None
+
+    rec = await store.get_call("CA1")
+    assert rec is not None
+    assert [(b["generated"], b["heard"]) for b in rec["barge_ins"]] == [("It arrives today, and then", "It arrives today")]
+    [turn] = rec["waterfall"]
+    assert turn["speech_stopped_t"] == pytest.approx(t0 + 2.02) and turn["response_started_t"] == t0 + 2.2
+    assert turn["first_audio_t"] == t0 + 2.5 and turn["latency_ms"] == 480.0
+    assert turn["model_ms"] == pytest.approx(180.0) and turn["audio_ms"] == pytest.approx(300.0)

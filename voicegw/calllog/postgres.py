@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from voicegw.calllog.entries import CallInfo, CallLogEntry
-from voicegw.calllog.query import list_calls_sql, mark_interrupted_sql
+from voicegw.calllog.query import POSTGRES, add_list_stats, list_calls_sql, mark_interrupted_sql, overview
 from voicegw.calllog.record import build_record
 from voicegw.calllog.store import (
     CALL_COLUMNS,
@@ -217,7 +217,14 @@ class PostgresStore:
         rows = await pool.fetch(sql, *params)
         calls = [call_row(r) for r in rows[:limit]]
         nxt = encode_cursor(calls[-1]["started_at"], calls[-1]["call_sid"]) if len(rows) > limit else None
-        return calls, nxt
+        return await add_list_stats(self._fetch, POSTGRES, calls), nxt
+
+    async def overview(self, since: float, until: float) -> dict[str, Any]:
+        return await overview(self._fetch, POSTGRES, since, until)
+
+    async def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
+        pool = await self._p()
+        return list(await pool.fetch(sql, *params))
 
     async def get_call(self, call_sid: str, with_events: bool = True) -> dict[str, Any] | None:
         pool = await self._p()

@@ -5,7 +5,12 @@ change without a schema migration: the events are the source of truth.
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Iterable
+
+SNIPPET_CHARS = 80
+# the event kinds the list view's per-call figures come from (`list_stats`)
+STAT_KINDS = ("transcript", "turn.latency", "tool.call", "tool.result", "barge_in")
 
 
 def build_record(summary: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -19,12 +24,104 @@ def build_record(summary: dict[str, Any], events: list[dict[str, Any]]) -> dict[
         if e["kind"] == "turn.latency"
     ]
     record["usage"] = usage_totals(events)
-    record["barge_ins"] = [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "barge_in"]
+    record["barge_ins"] = barge_ins(events)
     record["tool_calls"] = tool_calls(events)
     record["errors"] = [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "error"]
     record["dtmf"] = [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "dtmf"]
     record["reconnects"] = [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "reconnect"]
+    record["waterfall"] = waterfall(events)
+    record.update(list_stats(events))
     return record
+
+
+def percentile(values: Iterable[float], p: float) -> float | None:
+    """Nearest-rank percentile (the smallest value with at least p of the values at or below it):
+    always a value that was measured, and the same rule the stores' overview queries use."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[nearest_rank(p, len(ordered))]
+
+
+def nearest_rank(p: float, n: int) -> int:
+    """0-based index of the p-th percentile among n sorted values (n > 0)."""
+    return min(n - 1, max(0, math.ceil(p * n) - 1))
+
+
+def list_stats(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The list view's figures for one call: a snippet (the caller's first words, else the
+    agent's), transcript turns, median turn latency, tool calls and failures, barge-ins."""
+    turns = transcript_turns(events)
+    first_caller = next((t for t in turns if t["role"] == "caller" and t["text"]), None)
+    first = first_caller or next((t for t in turns if t["text"]), None)
+    snippet = ""
+    if first is not None:
+        text = " ".join(str(first["text"]).split())
+        snippet = text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+    latencies = [float(e["data"]["latency_ms"]) for e in events
+                 if e["kind"] == "turn.latency" and isinstance(e["data"].get("latency_ms"), (int, float))]
+    p50 = percentile(latencies, 0.5)
+    return {
+        "snippet": snippet,
+        "snippet_role": first["role"] if first else "",
+        "turns": len(turns),
+        "latency_p50_ms": None if p50 is None else round(p50, 1),
+        "tools": sum(1 for e in events if e["kind"] == "tool.call"),
+        "tool_errors": sum(1 for e in events if e["kind"] == "tool.result" and not e["data"].get("ok")),
+        "barge_in_count": sum(1 for e in events if e["kind"] == "barge_in"),
+    }
+
+
+def waterfall(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per answered turn: the caller's end of speech, the model's response start and the first
+    agent audio sent to the caller (a `turn.latency` event, which measures from the end of
+    speech, so the end of speech is recovered from it exactly even when events are missing)."""
+    out: list[dict[str, Any]] = []
+    for i, e in enumerate(events):
+        if e["kind"] != "turn.latency":
+            continue
+        latency = e["data"].get("latency_ms")
+        if not isinstance(latency, (int, float)):
+            continue
+        first_audio = float(e["t"])
+        stopped = first_audio - float(latency) / 1000.0
+        started = next((float(r["t"]) for r in events[:i]
+                        if r["kind"] == "response.started" and stopped - 0.001 <= float(r["t"]) <= first_audio),
+                       None)
+        caller = next((str(t["data"].get("text") or "") for t in reversed(events[:i])
+                       if t["kind"] == "transcript" and t["data"].get("role") == "caller"), "")
+        out.append({
+            "item_id": e["data"].get("item_id"),
+            "speech_stopped_t": stopped,
+            "response_started_t": started,
+            "first_audio_t": first_audio,
+            "model_ms": None if started is None else round((started - stopped) * 1000.0, 1),
+            "audio_ms": None if started is None else round((first_audio - started) * 1000.0, 1),
+            "latency_ms": float(latency),
+            "caller_text": caller,
+        })
+    return out
+
+
+def barge_ins(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each barge-in with the agent's text as generated (`generated`, the last uncut transcript
+    of the interrupted item) and as the caller heard it (`heard`, the cut one; empty when the
+    item was deleted because nothing had played)."""
+    texts: dict[str, dict[str, str]] = {}
+    for e in events:
+        if e["kind"] == "transcript" and e["data"].get("item_id"):
+            slot = texts.setdefault(str(e["data"]["item_id"]), {})
+            slot["heard" if e["data"].get("cut") else "generated"] = str(e["data"].get("text") or "")
+    out = []
+    for e in events:
+        if e["kind"] != "barge_in":
+            continue
+        entry = dict(e["data"], t=e["t"])
+        slot = texts.get(str(e["data"].get("item_id") or ""), {})
+        entry["generated"] = slot.get("generated")
+        entry["heard"] = slot.get("heard", "" if e["data"].get("action") == "delete" else None)
+        out.append(entry)
+    return out
 
 
 def transcript_turns(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

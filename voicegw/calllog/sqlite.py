@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from voicegw.calllog.entries import CallInfo, CallLogEntry
-from voicegw.calllog.query import list_calls_sql, mark_interrupted_sql
+from voicegw.calllog.query import SQLITE, add_list_stats, list_calls_sql, mark_interrupted_sql, overview
 from voicegw.calllog.record import build_record
 from voicegw.calllog.store import (
     CALL_COLUMNS,
@@ -239,7 +239,13 @@ class SqliteStore:
         rows = await self._reader.run(lambda db: db.execute(sql, params).fetchall())
         calls = [call_row(r) for r in rows[:limit]]
         nxt = encode_cursor(calls[-1]["started_at"], calls[-1]["call_sid"]) if len(rows) > limit else None
-        return calls, nxt
+        return await add_list_stats(self._fetch, SQLITE, calls), nxt
+
+    async def overview(self, since: float, until: float) -> dict[str, Any]:
+        return await overview(self._fetch, SQLITE, since, until)
+
+    async def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
+        return await self._reader.run(lambda db: db.execute(sql, params).fetchall())
 
     async def get_call(self, call_sid: str, with_events: bool = True) -> dict[str, Any] | None:
         def op(db: sqlite3.Connection) -> tuple[Any, list[Any]]:

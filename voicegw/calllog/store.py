@@ -71,7 +71,15 @@ class Store(Protocol):
         q: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Call summaries, newest first, each with the list view's figures (`record.list_stats`:
+        snippet, turns, latency_p50_ms, tools, tool_errors, barge_in_count), and the next cursor."""
+        ...
+
+    async def overview(self, since: float, until: float) -> dict[str, Any]:
+        """Calls per hour, p50/p95 turn latency, tool error rate and end reasons over [since, until)
+        (`query.overview`)."""
+        ...
 
     async def get_call(self, call_sid: str, with_events: bool = True) -> dict[str, Any] | None: ...
 
