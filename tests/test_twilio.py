@@ -286,6 +286,30 @@ def test_parse_never_raises(text: str) -> None:
         assert len(event.error) < 300
 
 
+_B64ISH = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=40)
+
+
+@given(seq=st.text(alphabet="0123456789", min_size=1, max_size=14), chunk=st.text(alphabet="0123456789", max_size=14),
+       ts=st.text(alphabet="0123456789", max_size=14), track=st.sampled_from(["inbound", "outbound", "x"]),
+       payload=st.one_of(_B64ISH, st.binary(min_size=1, max_size=200).map(lambda b: base64.b64encode(b).decode()),
+                         st.just(base64.b64encode(b"\xff" * 8001).decode())),
+       sid=st.sampled_from(["MZ" + "a" * 32, "MZ-1_x", "M" * 65]))
+@settings(max_examples=400, deadline=None)
+def test_media_fast_path_agrees_with_the_full_parse(seq: str, chunk: str, ts: str, track: str, payload: str,
+                                                    sid: str) -> None:
+    """Twilio's exact media-frame shape is sliced, not parsed: the event (or the BadFrame's error)
+    must be the one the full JSON parse gives for the same frame in another key order."""
+    exact = ('{"event":"media","sequenceNumber":"' + seq + '","media":{"track":"' + track + '","chunk":"' + chunk
+             + '","timestamp":"' + ts + '","payload":"' + payload + '"},"streamSid":"' + sid + '"}')
+    reordered = json.dumps({"streamSid": sid, "media": {"payload": payload, "timestamp": ts, "chunk": chunk,
+                                                        "track": track}, "sequenceNumber": seq, "event": "media"})
+    fast, slow = codec.parse(exact), codec.parse(reordered)
+    if isinstance(slow, BadFrame):
+        assert isinstance(fast, BadFrame) and fast.error == slow.error
+    else:
+        assert fast == slow
+
+
 def test_outbound_frames_are_valid_json() -> None:
     assert json.loads(codec.media(STREAM, "f/8=")) == {"event": "media", "streamSid": STREAM,
                                                       "media": {"payload": "f/8="}}
