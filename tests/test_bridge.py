@@ -481,13 +481,14 @@ async def test_stuck_model_never_delays_the_caller_or_mark_reading() -> None:
     call.bridge.on_frame(tel.CallerAudio(ulaw(1), 20))
     await call.pulse.until(lambda: conn.stuck, "a model send stuck on flow control")
 
-    # the model speaks meanwhile: its audio reaches the caller, each chunk followed by its mark
+    # the model speaks meanwhile: its audio reaches the caller, the chunk followed by its mark
+    # (one mark per ~100 ms of audio, or when the item's audio ends)
     conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message"),
-              ev.AudioDelta("r1", "i1", ulaw(10)), ev.AudioDelta("r1", "i1", ulaw(11)))
-    await call.pulse.until(lambda: len(call.ws.frames) == 4, "agent audio and marks reach the caller")
+              ev.AudioDelta("r1", "i1", ulaw(10)), ev.AudioDelta("r1", "i1", ulaw(11)), ev.AudioDone("r1", "i1"))
+    await call.pulse.until(lambda: len(call.ws.frames) == 3, "agent audio and its mark reach the caller")
     marks = call.ws.marks()
-    assert call.ws.frames == [wire(tel.PlayAudio(ulaw(10))), wire(tel.PlayMark(marks[0])),
-                              wire(tel.PlayAudio(ulaw(11))), wire(tel.PlayMark(marks[1]))]
+    assert call.ws.frames == [wire(tel.PlayAudio(ulaw(10))), wire(tel.PlayAudio(ulaw(11))),
+                              wire(tel.PlayMark(marks[0]))]
     # marks coming back are taken at once: the playout is acknowledged while the model is stuck
     assert call.bridge.core.playout.busy
     call.bridge.on_frame(tel.MarkPlayed(marks[-1]))
@@ -495,7 +496,7 @@ async def test_stuck_model_never_delays_the_caller_or_mark_reading() -> None:
     # caller audio keeps being taken, and actions performed directly still reach the caller
     call.bridge.on_frame(tel.CallerAudio(ulaw(2), 40))
     call.bridge.perform([ToCaller(tel.PlayMark("direct"))])
-    await call.pulse.until(lambda: len(call.ws.frames) == 5, "a direct ToCaller while the model is stuck")
+    await call.pulse.until(lambda: len(call.ws.frames) == 4, "a direct ToCaller while the model is stuck")
     assert call.ws.frames[-1] == wire(tel.PlayMark("direct"))
     assert conn.appended() == []
 
@@ -518,7 +519,8 @@ async def test_stuck_caller_never_delays_the_model() -> None:
         call.bridge.on_frame(tel.CallerAudio(f, 20 * (i + 1)))
     await call.pulse.until(lambda: conn.appended() == frames, "caller audio reaches the model")
     # model events keep being read and logged while the caller's socket is stuck
-    conn.feed(ev.AudioDelta("r1", "i1", ulaw(11)), ev.ModelError("still reading", code="test_sync"))
+    conn.feed(ev.AudioDelta("r1", "i1", ulaw(11)), ev.AudioDone("r1", "i1"),
+              ev.ModelError("still reading", code="test_sync"))
     await call.pulse.until(lambda: "test_sync" in call.sink.codes(), "model events read")
 
     call.ws.unblock()

@@ -997,3 +997,23 @@ def test_timeline_catches_a_core_that_forgets_held_caller_audio(monkeypatch: pyt
     monkeypatch.setattr(core_mod.CallCore, "_resume", forgetful)
     with pytest.raises(AssertionError):
         test_reconnect_with_nothing_pending_asks_for_no_response()
+
+
+def test_one_mark_per_100_ms_of_small_deltas_and_heard_stays_exact_after_an_underrun() -> None:
+    """20 ms deltas: a mark per 100 ms of audio, the item's last one at audio.done; a delta that
+    arrives after the caller ran dry moves the chunk's start, so the heard estimate does not run ahead."""
+    t = Timeline()
+    t.model(ev.ResponseStarted("r1"))
+    t.model(ev.OutputItemAdded("r1", "i1", "message"))
+    for _ in range(7):
+        t.model(ev.AudioDelta("r1", "i1", ulaw(20)))
+        t.at(t.now + 0.02)
+    marks = [a for a in t.actions if isinstance(a, ToCaller) and isinstance(a.intent, tel.PlayMark)]
+    assert len(marks) == 1  # 100 ms closed one chunk, 40 ms are open
+    t.advance(0.2)  # the first mark comes back; the caller ran dry 40 ms after the last delta
+    t.model(ev.AudioDelta("r1", "i1", ulaw(20)))  # 160 ms produced; this piece starts playing now
+    t.at(t.now + 0.01)
+    assert t.core.playout.heard_ms("i1", t.now) == pytest.approx(150.0)
+    t.model(ev.AudioDone("r1", "i1"))
+    marks = [a for a in t.actions if isinstance(a, ToCaller) and isinstance(a.intent, tel.PlayMark)]
+    assert len(marks) == 2

@@ -10,8 +10,10 @@ Bounds:
   hostile or buggy 60 s delta is a 640 KB frame the caller writer must push in one go, and a
   `clear` cannot cut into it. Audio goes out in frames of at most `MAX_PLAY_BYTES` (just under
   1 s, 8000 mu-law bytes, a multiple of 3 so the base64 text splits on 4-character boundaries
-  without a decode/encode round trip); one mark follows the batch, so playout accounting is
-  unchanged (`Playout.sent` covers the batch).
+  without a decode/encode round trip); they belong to one playout chunk, so the accounting
+  is unchanged.
+* **Marks.** One per ~100 ms of audio (`MARK_EVERY_MS`), not one per delta; see
+  voicegw/call/playout.py.
 * **Queued audio.** The model generates faster than real time; a model that never stops would
   queue unbounded audio at Twilio (and, before the stream starts, in this process). Beyond
   `MAX_QUEUED_AUDIO_MS` the rest of that response's audio is dropped and logged once. What the
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from voicegw.audio.transcode import b64_decoded_len, model_audio_ms
 from voicegw.call.actions import Action, ToCaller
+from voicegw.call.playout import MARK_EVERY_MS
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
 
@@ -127,9 +130,15 @@ class AgentAudio:
         return self.playout.queued_ms() + self._pre_stream_ms
 
     def _send_audio(self: CallCore, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:
-        mark = self.playout.sent(item_id, start, end, now)
-        acts: list[Action] = [ToCaller(tel.PlayAudio(p)) for p in split_b64(ulaw_b64)]
-        acts.append(ToCaller(tel.PlayMark(mark)))
+        """Audio out; its mark once the open chunk holds MARK_EVERY_MS (see voicegw/call/playout.py)."""
+        playout = self.playout
+        acts: list[Action] = []
+        if playout.has_open and not playout.extends(item_id, start):
+            acts.append(ToCaller(tel.PlayMark(playout.close())))  # another item: the last one's mark first
+        playout.add(item_id, start, end, now)
+        acts += [ToCaller(tel.PlayAudio(p)) for p in split_b64(ulaw_b64)]
+        if playout.open_ms() >= MARK_EVERY_MS:
+            acts.append(ToCaller(tel.PlayMark(playout.close())))
         if self._awaiting_first_audio and self._speech_stopped_at is not None \
                 and item_id not in self.responses.oob_items:
             self._awaiting_first_audio = False
@@ -144,4 +153,10 @@ class AgentAudio:
             acts += self._send_audio(item_id, b64, start, end, now)
         self._pre_stream.clear()
         self._pre_stream_ms = 0.0
-        return acts
+        return acts + self._close_chunk()
+
+    def _close_chunk(self: CallCore) -> list[Action]:
+        """The mark of the open chunk, now: its item's audio ended, the response or the link did,
+        or no audio came for MARK_EVERY_MS (a response paused, a link switched)."""
+        mark = self.playout.close()
+        return [ToCaller(tel.PlayMark(mark))] if mark else []

@@ -43,6 +43,7 @@ SAY_EXACTLY = 'Say exactly this to the caller, and nothing else: "{text}"'
 KEYPAD_PREFIX = "[keypad] "
 BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 MAX_BAD_FRAME_LOGS = 20
+MARK_IDLE_S = 0.1  # an open playout chunk that got no audio this long is closed (its mark sent)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,11 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
                 link.held.append(e.payload_b64)
                 return []
             audio = self.to_model.convert(e.payload_b64)
-            return [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+            acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+            playout = self.playout
+            if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
+                acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
+            return acts
         if type(e) is tel.MarkPlayed:
             self.playout.acked(e.name, now)
             if self.exit:
@@ -246,13 +251,13 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
                     self.history.place(e.item_id, "assistant")
             return []
         if isinstance(e, ev.AudioDone):
-            return self._audio_done(e, now)
+            return self._audio_done(e, now) + self._close_chunk()
         if isinstance(e, ev.TranscriptDone):
             return self._transcript_done(e, now)
         if isinstance(e, ev.FunctionCall):
             return self._function_call(e, now)
         if isinstance(e, ev.ResponseDone):
-            return self._response_done(e, now)
+            return self._close_chunk() + self._response_done(e, now)
         if isinstance(e, ev.InputTranscript):
             text = e.transcript.strip()
             self.history.text(e.item_id, "user", text)
@@ -445,10 +450,15 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
+    def on_model_down(self, link: int, reason: str, now: float, retryable: bool = True) -> list[Action]:
+        """The live link's audio stopped mid-chunk: close the chunk (its mark out) first."""
+        acts = self._close_chunk() if link == self.link.live and not self.ended else []
+        return acts + super().on_model_down(link, reason, now, retryable)
+
     def tick(self, now: float) -> list[Action]:
         if self.ended:
             return []
-        acts: list[Action] = []
+        acts: list[Action] = self._close_chunk()
         if self._dtmf_due is not None and now >= self._dtmf_due:
             acts += self._flush_dtmf(now)
         connect_deadline = self.link.connect_deadline
