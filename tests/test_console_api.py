@@ -169,7 +169,7 @@ async def test_pages_and_static_files_are_locked_down(calllog) -> None:
 def test_static_ui_never_parses_data_as_html() -> None:
     sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function")
     scripts = sorted(STATIC.glob("*.js"))
-    assert {p.name for p in scripts} >= {"common.js", "calls.js", "call.js"}
+    assert {p.name for p in scripts} >= {"common.js", "calls.js", "call.js", "live.js", "overview.js"}
     for path in scripts:
         assert not sinks.search(path.read_text()), f"{path.name} uses an HTML sink"
     assert "textContent" in (STATIC / "common.js").read_text()
@@ -240,3 +240,39 @@ async def sse_frames(resp: httpx.Response):
         elif line == "" and event is not None:
             yield event, data, eid
             event, data, eid = None, None, None
+
+
+async def test_overview_endpoint(calllog) -> None:
+    app = console_app(calllog, settings(operator_tokens=(TOKEN,)))
+    async with client(app) as c:
+        assert (await c.get("/api/overview")).status_code == 401
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        r = await c.get("/api/overview")
+        assert r.status_code == 200 and "default-src 'none'" in r.headers["content-security-policy"]
+        data = r.json()
+        assert data["calls"] == 2 and data["until"] - data["since"] == 24 * 3600
+        assert {e["reason"] for e in data["end_reasons"]} == {"caller_hangup", "active"}
+        assert data["latency"] == {"turns": 0, "p50_ms": None, "p95_ms": None}
+        assert (await c.get("/api/overview", params={"since": time.time() - 30})).json()["calls"] == 0
+        for bad in ({"since": "yesterday"}, {"since": "100", "until": "50"}, {"since": "0", "until": str(200 * 86400)}):
+            assert (await c.get("/api/overview", params=bad)).status_code == 400, bad
+        rows = (await c.get("/api/calls")).json()["calls"]
+        one = next(r for r in rows if r["call_sid"] == "CA1")
+        assert (one["snippet"], one["turns"], one["barge_in_count"], one["tools"]) == (XSS, 1, 1, 0)
+
+
+async def test_root_redirects_to_the_console_and_the_favicon_is_served(calllog) -> None:
+    app = console_app(calllog, settings(operator_tokens=(TOKEN,)))
+    async with client(app) as c:
+        r = await c.get("/")
+        assert r.status_code == 307 and r.headers["location"] == "/console"
+        r = await c.get("/favicon.ico")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert r.content.startswith(b"<svg") and b"<script" not in r.content
+        assert (await c.get("/console/live")).status_code == 303  # pages need a login
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        for path in ("/console/live", "/console/overview", "/console/static/live.js", "/console/static/overview.js",
+                     "/console/static/favicon.svg"):
+            r = await c.get(path)
+            assert r.status_code == 200, path
+            assert "default-src 'none'" in r.headers["content-security-policy"], path

@@ -84,6 +84,13 @@ async def test_live_call_page_with_published_events(browser: Browser, tmp_path: 
             svc.event("CAB1", CallLogEntry("turn.latency", time.time(), {"item_id": "a1", "latency_ms": 512.0}))
             svc.event("CAB1", CallLogEntry("transcript", time.time(), {"role": "caller", "item_id": "c2", "text": XSS}))
 
+            await wait_text(page, "#barge-ins li", "heard 640 ms of 1800 ms produced")
+            await wait_text(page, "#barge-ins li .generated", "Let me look that up and tell you everything")
+            await wait_text(page, "#barge-ins li .heard", "Let me look")
+            await wait_text(page, "details.tool[data-tool='track_order'] summary", "ok")
+            assert await page.locator("details.tool").get_attribute("open") is None  # collapsed
+            assert await page.locator("details#raw").get_attribute("open") is None
+            await page.click("details#raw > summary")
             await wait_text(page, "#timeline tr[data-kind='barge_in']", "heard 640 ms of 1800 ms produced")
             await wait_text(page, "#timeline tr[data-kind='tool.call']", 'track_order({"order_id": "42"})')
             await wait_text(page, "#timeline tr[data-kind='tool.result']", '{"eta":"Friday"}')
@@ -143,6 +150,7 @@ async def test_real_simulated_call_appears_live(browser: Browser, tmp_path: Path
             await page.goto(f"{gw.url}/console/calls/{caller.call_sid}", timeout=WAIT_MS)
             await wait_text(page, "#live-state", "live")
             await caller.start()
+            await page.click("details#raw > summary")
             await page.locator("#timeline tr[data-kind='barge_in']").first.wait_for(timeout=20_000)
             await wait_text(page, "#transcript li.agent.cut", "Hello, this is Acme Shop.")
             # ask once the agent has answered the interruption, as a turn of its own
@@ -168,3 +176,135 @@ async def test_real_simulated_call_appears_live(browser: Browser, tmp_path: Path
             await caller.hang_up()
         await wait_text(page, "#status", "completed")
         await page.close()
+
+
+def seed(svc, now: float) -> None:
+    """Three calls: a finished one with a full conversation, one with a failed tool, one live."""
+    t0 = now - 2 * 3600
+    svc.call_started(CallInfo("CAOVER1", "MZO1", "+15550001111", "+15559990000", "order-status", t0))
+    for dt, kind, data in [
+        (0.0, "transcript", {"role": "agent", "item_id": "g", "text": "Hello, this is Acme Shop."}),
+        (3.0, "speech.stopped", {"audio_end_ms": 3000}),
+        (3.2, "transcript", {"role": "caller", "item_id": "c1", "text": "Where is my order 1234? " + XSS}),
+        (3.35, "response.started", {"response_id": "r1"}),
+        (3.62, "turn.latency", {"item_id": "a1", "latency_ms": 620.0}),
+        (3.7, "tool.call", {"call_id": "t1", "name": "lookup_order", "arguments": '{"order_id": "1234"}'}),
+        (3.9, "tool.result", {"call_id": "t1", "name": "lookup_order", "ok": True,
+                              "result": {"status": "shipped", "note": XSS}, "duration_ms": 200.0}),
+        (4.0, "transcript", {"role": "agent", "item_id": "a1", "text": "Order 1234 has shipped and arrives on Friday by UPS."}),
+        (5.0, "barge_in", {"item_id": "a1", "heard_ms": 1400, "produced_ms": 3900, "action": "truncate", "cancelled": True}),
+        (5.1, "transcript", {"role": "agent", "item_id": "a1", "text": "Order 1234 has shipped", "cut": True}),
+        (8.0, "speech.stopped", {"audio_end_ms": 8000}),
+        (8.1, "response.started", {"response_id": "r2"}),
+        (8.41, "turn.latency", {"item_id": "a2", "latency_ms": 410.0}),
+    ]:
+        svc.event("CAOVER1", CallLogEntry(kind, t0 + dt, data))
+    svc.call_ended("CAOVER1", "caller_hangup", t0 + 30)
+    t1 = now - 3600
+    svc.call_started(CallInfo("CAOVER2", "MZO2", "+15550002222", "+15559990000", "appointments", t1))
+    svc.event("CAOVER2", CallLogEntry("transcript", t1 + 1, {"role": "caller", "item_id": "c1", "text": "Book me on Monday."}))
+    svc.event("CAOVER2", CallLogEntry("tool.call", t1 + 2, {"call_id": "t2", "name": "book_slot", "arguments": {"slot_id": "7"}}))
+    svc.event("CAOVER2", CallLogEntry("tool.result", t1 + 3, {"call_id": "t2", "name": "book_slot", "ok": False, "error": "slot taken"}))
+    svc.event("CAOVER2", CallLogEntry("turn.latency", t1 + 4, {"item_id": "a9", "latency_ms": 1500.0}))
+    svc.call_ended("CAOVER2", "agent_hangup", t1 + 20)
+    svc.call_started(CallInfo("CALIVE1", "MZL1", "+15550003333", "+15559990000", "order-status", now - 5))
+    svc.event("CALIVE1", CallLogEntry("transcript", now - 4, {"role": "agent", "item_id": "g", "text": "Hello, this is Acme Shop."}))
+
+
+async def test_every_console_page(browser: Browser, tmp_path: Path) -> None:
+    svc = await open_calllog(f"sqlite:///{tmp_path / 'c.db'}")
+    errors: list[str] = []
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        seed(svc, time.time())
+        await svc.flush()
+        async with serve_console(svc, Settings.from_env({}, operator_tokens=(TOKEN,))) as base:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            await login(page, base, TOKEN)
+
+            # / leads to the console; the favicon is the console's own SVG
+            await page.goto(base + "/", timeout=WAIT_MS)
+            await page.wait_for_url(base + "/console", timeout=WAIT_MS)
+            icon = await page.request.get(base + "/favicon.ico")
+            assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+            assert await page.locator("link[rel=icon]").get_attribute("href") == "/console/static/favicon.svg"
+
+            # calls list: every column
+            row = page.locator("#calls tbody tr[data-sid='CAOVER1']")
+            await row.wait_for(timeout=WAIT_MS)
+            cells = await row.locator("td").all_text_contents()
+            assert cells[0] == "completed" and cells[1] == "CAOVER1"
+            assert cells[4:7] == ["+15550001111", "+15559990000", "order-status"], cells
+            assert cells[7].startswith("Where is my order 1234? <img src=x") and cells[7].endswith("…"), cells
+            assert cells[8:] == ["3", "410 ms", "1", "1", "caller_hangup"], cells  # p50 of 620 and 410
+            two = await page.locator("#calls tbody tr[data-sid='CAOVER2'] td").all_text_contents()
+            assert two[6] == "appointments" and two[10] == "1 (1 failed)" and two[12] == "agent_hangup", two
+            # live: a listed call's figures follow its events
+            svc.event("CALIVE1", CallLogEntry("barge_in", time.time(), {"item_id": "g", "heard_ms": 300, "produced_ms": 900, "action": "truncate"}))
+            await wait_text(page, "#calls tbody tr[data-sid='CALIVE1'] td.barge-ins", "1")
+            await page.screenshot(path=str(shots / "calls.png"), full_page=True)
+
+            # call page: waterfall, generated vs heard, tool panels, raw events collapsed, no recording
+            await page.locator("#calls tbody tr[data-sid='CAOVER1'] td.agent").click()
+            await page.wait_for_url(base + "/console/calls/CAOVER1", timeout=WAIT_MS)
+            await wait_text(page, "#latency li.turn", "620 ms")
+            first = page.locator("#latency li.turn").first
+            assert "model 350 ms · first audio +270 ms · speech ended at +3.00 s" in (await first.locator(".turn-legend").text_content() or "")
+            assert "Where is my order 1234?" in (await first.locator(".turn-said").text_content() or "")
+            widths = [await first.locator(".bar").nth(i).evaluate("n => n.getBoundingClientRect().width") for i in (0, 1)]
+            assert widths[0] > widths[1] > 0 and widths[0] / widths[1] == pytest.approx(350 / 270, rel=0.05)
+            second = page.locator("#latency li.turn").nth(1)
+            await second.wait_for(timeout=WAIT_MS)
+            assert "410 ms" in (await second.text_content() or "")
+            assert await second.locator(".turn-said").text_content() == ""  # the caller said nothing new
+            await wait_text(page, "#barge-ins li .generated", "Order 1234 has shipped and arrives on Friday by UPS.")
+            assert await page.locator("#barge-ins li .heard").text_content() == "Order 1234 has shipped"
+            tool = page.locator("details.tool[data-tool='lookup_order']")
+            assert await tool.get_attribute("open") is None
+            await tool.locator("summary").click()
+            assert '"order_id": "1234"' in (await tool.locator(".tool-args").text_content() or "")
+            assert XSS in (await tool.locator(".tool-result").text_content() or "")
+            assert await page.locator("details#raw").get_attribute("open") is None
+            assert not await page.locator("#timeline").is_visible()
+            assert await page.locator("#recording").is_hidden()
+            assert await page.locator("#recording *").count() == 0
+            assert await page.evaluate("window.__xss") is None
+            assert await page.locator("img, script:not([src])").count() == 0
+            await page.screenshot(path=str(shots / "call.png"), full_page=True)
+
+            # live view: active calls only, updated as events arrive, gone when the call ends
+            await page.goto(base + "/console/live", timeout=WAIT_MS)
+            await wait_text(page, "#live-state", "live")
+            card = page.locator("li.live-call[data-sid='CALIVE1']")
+            await card.wait_for(timeout=WAIT_MS)
+            assert await page.locator("li.live-call").count() == 1
+            assert await page.locator("#active-count").text_content() == "1"
+            svc.event("CALIVE1", CallLogEntry("transcript", time.time(), {"role": "caller", "item_id": "c1", "text": "Is my parcel late?"}))
+            svc.event("CALIVE1", CallLogEntry("turn.latency", time.time(), {"item_id": "a1", "latency_ms": 733.0}))
+            await wait_text(page, "li.live-call[data-sid='CALIVE1'] .last-said", "caller: Is my parcel late?")
+            await wait_text(page, "li.live-call[data-sid='CALIVE1'] .latency", "733 ms")
+            svc.call_started(CallInfo("CALIVE2", "MZL2", "+15550004444", "+15559990000", "appointments", time.time()))
+            await page.locator("li.live-call[data-sid='CALIVE2']").wait_for(timeout=WAIT_MS)
+            await wait_text(page, "#active-count", "2")
+            await page.screenshot(path=str(shots / "live.png"), full_page=True)
+            svc.call_ended("CALIVE2", "caller_hangup", time.time())
+            await page.locator("li.live-call[data-sid='CALIVE2']").wait_for(state="detached", timeout=WAIT_MS)
+
+            # overview: figures computed by the API from the store
+            await page.goto(base + "/console/overview", timeout=WAIT_MS)
+            await wait_text(page, "#calls-total", "4")
+            assert await page.locator("#p50").text_content() == "620 ms"  # 410, 620, 733, 1500
+            assert await page.locator("#p95").text_content() == "1500 ms"
+            assert await page.locator("#tool-errors").text_content() == "50.0 % of 2"
+            reasons = await page.locator("#end-reasons .hbar-label").all_text_contents()
+            assert sorted(reasons) == ["active", "agent_hangup", "caller_hangup"], reasons
+            assert await page.locator("#per-hour .hbar").count() >= 2
+            await page.screenshot(path=str(shots / "overview.png"), full_page=True)
+            print(f"screenshots in {shots}")
+            assert errors == []
+            await page.close()
+    finally:
+        await svc.aclose()

@@ -75,21 +75,19 @@ def list_stats(events: list[dict[str, Any]]) -> dict[str, Any]:
 def waterfall(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per answered turn: the caller's end of speech, the model's response start and the first
     agent audio sent to the caller (a `turn.latency` event, which measures from the end of
-    speech, so the end of speech is recovered from it exactly even when events are missing)."""
+    speech, so the end of speech is recovered from it exactly even when events are missing), and
+    what the caller said in it (transcripts arrive after the end of speech, often after the answer
+    started: each belongs to the last turn whose speech ended before it)."""
     out: list[dict[str, Any]] = []
     for i, e in enumerate(events):
-        if e["kind"] != "turn.latency":
-            continue
         latency = e["data"].get("latency_ms")
-        if not isinstance(latency, (int, float)):
+        if e["kind"] != "turn.latency" or not isinstance(latency, (int, float)):
             continue
         first_audio = float(e["t"])
         stopped = first_audio - float(latency) / 1000.0
         started = next((float(r["t"]) for r in events[:i]
                         if r["kind"] == "response.started" and stopped - 0.001 <= float(r["t"]) <= first_audio),
                        None)
-        caller = next((str(t["data"].get("text") or "") for t in reversed(events[:i])
-                       if t["kind"] == "transcript" and t["data"].get("role") == "caller"), "")
         out.append({
             "item_id": e["data"].get("item_id"),
             "speech_stopped_t": stopped,
@@ -98,8 +96,13 @@ def waterfall(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "model_ms": None if started is None else round((started - stopped) * 1000.0, 1),
             "audio_ms": None if started is None else round((first_audio - started) * 1000.0, 1),
             "latency_ms": float(latency),
-            "caller_text": caller,
+            "caller_text": "",
         })
+    for e in events:
+        if e["kind"] == "transcript" and e["data"].get("role") == "caller" and e["data"].get("text"):
+            turn = next((w for w in reversed(out) if w["speech_stopped_t"] <= float(e["t"]) + 0.001), None)
+            if turn is not None:
+                turn["caller_text"] = f"{turn['caller_text']} {e['data']['text']}".strip()
     return out
 
 

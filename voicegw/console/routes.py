@@ -3,7 +3,11 @@
     GET  /api/calls            list (status, number, agent, since, until, q, limit, cursor)
     GET  /api/calls/{sid}      full record; ?download=1 as an attachment
     GET  /api/live             live events (SSE); ?call=SID for one call
+    GET  /api/overview         calls per hour, p50/p95 turn latency, tool error rate, end reasons
+                               (since, until; default the last 24 hours)
     GET  /console              calls page            GET /console/calls/{sid}   call page
+    GET  /console/live         active calls, live    GET /console/overview      overview page
+    GET  /                     redirects to /console GET /favicon.ico           the console's icon
     GET  /console/login        login form            POST /console/login, /console/logout
     GET  /console/static/...   the UI's files
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -46,6 +51,8 @@ SECURITY_HEADERS = {
 }
 STATIC = resources.files("voicegw.console") / "static"
 MAX_FORM_BYTES = 4096
+OVERVIEW_WINDOW_S = 24 * 3600
+MAX_OVERVIEW_WINDOW_S = 92 * 86400
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -155,6 +162,20 @@ def console_routes(calllog: CallLogService, settings: Settings,
             headers["Content-Disposition"] = f'attachment; filename="call-{safe}.json"'
         return json_response(rec, 200, headers)
 
+    async def get_overview(request: Request) -> Response:
+        if (denied := api_denied(request)) is not None:
+            return denied
+        qp = request.query_params
+        try:
+            until = _time_param(qp.get("until"), "until") or time.time()
+            since = _time_param(qp.get("since"), "since")
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        since = until - OVERVIEW_WINDOW_S if since is None else since
+        if not 0 < until - since <= MAX_OVERVIEW_WINDOW_S:
+            return json_response({"error": "since must be before until, at most 92 days apart"}, 400)
+        return json_response(await calllog.store.overview(since, until), 200, {"Cache-Control": "no-store"})
+
     async def live(request: Request) -> Response:
         if (denied := api_denied(request)) is not None:
             return denied
@@ -165,6 +186,19 @@ def console_routes(calllog: CallLogService, settings: Settings,
 
     async def console_call(request: Request) -> Response:
         return ui_denied(request) or _page("call.html")
+
+    async def console_live(request: Request) -> Response:
+        return ui_denied(request) or _page("live.html")
+
+    async def console_overview(request: Request) -> Response:
+        return ui_denied(request) or _page("overview.html")
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/console", 307, headers=SECURITY_HEADERS)
+
+    async def favicon(request: Request) -> Response:
+        return Response((STATIC / "favicon.svg").read_bytes(), 200,
+                        {**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"}, media_type="image/svg+xml")
 
     async def login_form(request: Request) -> Response:
         if not auth.has_tokens:  # nothing to log in with: open locally in dev mode, or disabled
@@ -198,8 +232,13 @@ def console_routes(calllog: CallLogService, settings: Settings,
         Route("/api/calls", list_calls, methods=["GET"]),
         Route("/api/calls/{sid}", get_call, methods=["GET"]),
         Route("/api/live", live, methods=["GET"]),
+        Route("/api/overview", get_overview, methods=["GET"]),
+        Route("/", root, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/console", console_index, methods=["GET"]),
         Route("/console/calls/{sid}", console_call, methods=["GET"]),
+        Route("/console/live", console_live, methods=["GET"]),
+        Route("/console/overview", console_overview, methods=["GET"]),
         Route("/console/login", login_form, methods=["GET"]),
         Route("/console/login", login, methods=["POST"]),
         Route("/console/logout", logout, methods=["POST"]),

@@ -1,15 +1,25 @@
 "use strict";
-// One call: the transcript as it happens, a timeline of every event (barge-ins and tool calls
-// stand out), per-turn latency. Events arrive over SSE: first the stored ones, then live ones.
+// One call: the transcript as it happens, a waterfall of each turn (caller's end of speech ->
+// model starts answering -> first agent audio sent), what the agent generated and what the
+// caller heard at each barge-in, tool calls with their arguments and results, and every raw event.
+// Events arrive over SSE: first the stored ones, then live ones; every view is built from them.
 
 const sid = decodeURIComponent(window.location.pathname.split("/").pop());
 const transcript = document.getElementById("transcript");
 const timeline = document.querySelector("#timeline tbody");
 const latency = document.getElementById("latency");
+const bargeList = document.getElementById("barge-ins");
+const toolsBox = document.getElementById("tools");
 const seen = new Set();
 const turns = new Map();
+const itemTexts = new Map();  // item_id -> {generated, heard}: the agent's text before and after a cut
+const bargeIns = [];  // [{data, node}]
+const toolPanels = new Map();  // call_id -> {details, result}
+const responseStarts = [];  // times of response.started
+const waterfall = [];  // [{stopped, started, firstAudio, latency, node}]
 let startedAt = null;
 let summary = null;
+const callerLines = [];  // [{t, text}]: each belongs to the last turn whose speech ended before it
 
 document.getElementById("sid").textContent = sid;
 document.getElementById("download").href = "/api/calls/" + encodeURIComponent(sid) + "?download=1";
@@ -24,6 +34,21 @@ function showSummary() {
   document.getElementById("end-reason").textContent = summary.end_reason || "";
   const duration = summary.status === "active" ? Date.now() / 1000 - summary.started_at : summary.duration_s;
   document.getElementById("duration").textContent = fmtDuration(duration);
+  showRecording();
+}
+
+// The call's recording, when a record has one ({url, content_type}); nothing otherwise.
+function showRecording() {
+  const box = document.getElementById("recording");
+  const rec = summary && summary.recording;
+  if (!rec || !rec.url || box.childElementCount) return;
+  const audio = el("audio");
+  audio.controls = true;
+  audio.preload = "none";
+  audio.src = String(rec.url);
+  box.appendChild(el("h2", "Recording"));
+  box.appendChild(audio);
+  box.hidden = false;
 }
 
 function describe(kind, d) {
@@ -50,6 +75,14 @@ function describe(kind, d) {
   }
 }
 
+function pretty(value) {
+  if (typeof value === "string") {
+    try { return JSON.stringify(JSON.parse(value), null, 2); } catch (e) { return value; }
+  }
+  if (value === null || value === undefined) return "";
+  try { return JSON.stringify(value, null, 2); } catch (e) { return String(value); }
+}
+
 function addTranscript(ev) {
   const d = ev.data;
   let item = d.item_id ? turns.get(d.item_id) : null;
@@ -62,7 +95,129 @@ function addTranscript(ev) {
   }
   item.querySelector(".text").textContent = d.text || "";
   if (d.cut) item.classList.add("cut");
+  if (d.role === "caller" && d.text) {
+    callerLines.push({ t: ev.t, text: d.text });
+    if (waterfall.length) renderWaterfall();
+  }
+  if (d.item_id) {
+    const texts = itemTexts.get(d.item_id) || {};
+    texts[d.cut ? "heard" : "generated"] = d.text || "";
+    itemTexts.set(d.item_id, texts);
+    for (const b of bargeIns) if (b.data.item_id === d.item_id) renderBargeIn(b);
+  }
 }
+
+// --- turn waterfall ------------------------------------------------------------------------
+
+function addTurn(ev) {
+  const d = ev.data;
+  if (typeof d.latency_ms !== "number") return;
+  const stopped = ev.t - d.latency_ms / 1000;
+  const started = responseStarts.find((t) => t >= stopped - 0.001 && t <= ev.t);
+  const turn = { stopped, started, firstAudio: ev.t, latency: d.latency_ms, node: el("li", null, "turn") };
+  waterfall.push(turn);
+  latency.appendChild(turn.node);
+  renderWaterfall();
+}
+
+function renderWaterfall() {
+  const longest = Math.max(...waterfall.map((w) => w.latency), 1);
+  waterfall.forEach((w, i) => {
+    const next = waterfall[i + 1];
+    const said = callerLines.filter((c) => c.t >= w.stopped - 0.001 && (!next || c.t < next.stopped - 0.001))
+      .map((c) => c.text).join(" ");
+    const head = el("div", null, "turn-head");
+    head.appendChild(el("span", "Turn " + (i + 1), "turn-no"));
+    head.appendChild(el("span", said ? "“" + said + "”" : "", "turn-said"));
+    head.appendChild(el("span", Math.round(w.latency) + " ms", "turn-total"));
+    const track = el("div", null, "track");
+    const total = w.latency / longest;
+    if (w.started !== undefined) {
+      const modelMs = (w.started - w.stopped) * 1000;
+      const audioMs = (w.firstAudio - w.started) * 1000;
+      const m = bar(total * modelMs / w.latency, "seg-model");
+      m.title = "end of speech → model starts answering: " + fmtMs(modelMs);
+      const a = bar(total * audioMs / w.latency, "seg-audio");
+      a.title = "model starts answering → first audio sent: " + fmtMs(audioMs);
+      track.append(m, a);
+    } else {
+      const t = bar(total, "seg-total");
+      t.title = "end of speech → first audio sent";
+      track.appendChild(t);
+    }
+    const legend = el("div", null, "turn-legend muted");
+    if (w.started !== undefined) {
+      legend.textContent = "model " + fmtMs((w.started - w.stopped) * 1000) + " · first audio +" +
+        fmtMs((w.firstAudio - w.started) * 1000) + " · speech ended at +" + (w.stopped - startedAt).toFixed(2) + " s";
+    } else {
+      legend.textContent = "speech ended at +" + (w.stopped - startedAt).toFixed(2) + " s";
+    }
+    w.node.replaceChildren(head, track, legend);
+  });
+}
+
+// --- barge-ins -----------------------------------------------------------------------------
+
+function addBargeIn(ev) {
+  const b = { data: ev.data, t: ev.t, node: el("li", null, "barge-in") };
+  bargeIns.push(b);
+  bargeList.appendChild(b.node);
+  renderBargeIn(b);
+}
+
+function renderBargeIn(b) {
+  const d = b.data;
+  const texts = itemTexts.get(d.item_id) || {};
+  const head = el("div", "+" + (b.t - startedAt).toFixed(2) + " s · heard " + d.heard_ms + " ms of " +
+    d.produced_ms + " ms produced · " + (d.action || "") + (d.cause ? " · " + d.cause : ""), "barge-head");
+  const said = el("dl", null, "said");
+  said.appendChild(el("dt", "Generated"));
+  said.appendChild(el("dd", texts.generated === undefined ? "–" : texts.generated, "generated"));
+  said.appendChild(el("dt", "Heard"));
+  const heard = texts.heard !== undefined ? texts.heard : (d.action === "delete" ? "" : undefined);
+  said.appendChild(el("dd", heard === undefined ? "–" : (heard || "(nothing)"), "heard"));
+  b.node.replaceChildren(head, said);
+}
+
+// --- tool calls ----------------------------------------------------------------------------
+
+function toolPanel(callId, name) {
+  let panel = toolPanels.get(callId);
+  if (panel) return panel;
+  const details = el("details", null, "tool");
+  const summaryLine = el("summary");
+  summaryLine.appendChild(el("span", name || "tool", "tool-name"));
+  summaryLine.appendChild(el("span", "running…", "tool-state muted"));
+  details.appendChild(summaryLine);
+  details.appendChild(el("h3", "Arguments"));
+  const args = el("pre", "", "tool-args");
+  details.appendChild(args);
+  details.appendChild(el("h3", "Result"));
+  const result = el("pre", "", "tool-result");
+  details.appendChild(result);
+  toolsBox.appendChild(details);
+  panel = { details, args, result, state: summaryLine.querySelector(".tool-state") };
+  if (callId) toolPanels.set(callId, panel);
+  return panel;
+}
+
+function addToolCall(ev) {
+  const p = toolPanel(ev.data.call_id, ev.data.name);
+  p.details.dataset.tool = ev.data.name || "";
+  p.args.textContent = pretty(ev.data.arguments);
+}
+
+function addToolResult(ev) {
+  const d = ev.data;
+  const p = toolPanel(d.call_id, d.name);
+  p.details.dataset.tool = d.name || "";
+  p.details.classList.add(d.ok ? "ok" : "failed");
+  p.state.textContent = (d.ok ? "ok" : "failed") + (d.duration_ms !== undefined ? " · " + fmtMs(d.duration_ms) : "");
+  p.state.className = "tool-state " + (d.ok ? "muted" : "error");
+  p.result.textContent = d.ok ? pretty(d.result) : pretty(d.error);
+}
+
+// --- every event ---------------------------------------------------------------------------
 
 function addEvent(ev) {
   if (seen.has(ev.id)) return;
@@ -74,8 +229,15 @@ function addEvent(ev) {
   tr.appendChild(el("td", ev.kind));
   tr.appendChild(el("td", describe(ev.kind, ev.data || {}), "details"));
   timeline.appendChild(tr);
+  document.getElementById("event-count").textContent = String(seen.size);
+  const d = ev.data || {};
+  ev.data = d;
   if (ev.kind === "transcript") addTranscript(ev);
-  if (ev.kind === "turn.latency") latency.appendChild(el("li", Math.round(ev.data.latency_ms) + " ms"));
+  if (ev.kind === "response.started") responseStarts.push(ev.t);
+  if (ev.kind === "turn.latency") addTurn(ev);
+  if (ev.kind === "barge_in") addBargeIn(ev);
+  if (ev.kind === "tool.call") addToolCall(ev);
+  if (ev.kind === "tool.result") addToolResult(ev);
   if (ev.kind === "call.ended" && summary) { summary.status = "completed"; showSummary(); }
 }
 

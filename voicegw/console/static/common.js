@@ -18,7 +18,14 @@ function fmtDuration(seconds) {
 
 function fmtTime(epoch) {
   if (!epoch) return "";
-  return new Date(epoch * 1000).toLocaleString();
+  return new Date(epoch * 1000).toLocaleString(undefined, { year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function fmtShortTime(epoch) {
+  if (!epoch) return "";
+  return new Date(epoch * 1000).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit",
+    minute: "2-digit", second: "2-digit", hour12: false });
 }
 
 function compact(value) {
@@ -47,4 +54,28 @@ function openLive(url, handlers) {
     source.addEventListener(name, (msg) => fn(JSON.parse(msg.data)));
   }
   return source;
+}
+
+function fmtMs(ms) {
+  if (ms === null || ms === undefined || isNaN(ms)) return "–";
+  return Math.round(ms) + " ms";
+}
+
+function callLink(sid, text) {
+  const a = el("a", text === undefined ? sid : text);
+  a.href = "/console/calls/" + encodeURIComponent(sid);
+  return a;
+}
+
+// A horizontal bar whose width is a fraction of its track (set through the CSSOM, which the CSP
+// allows; style attributes in markup it would not).
+function bar(fraction, className) {
+  const b = el("span", null, "bar " + (className || ""));
+  b.style.width = Math.max(0, Math.min(1, fraction)) * 100 + "%";
+  return b;
+}
+
+// The current page's navigation link stands out.
+for (const link of document.querySelectorAll("nav a[data-nav]")) {
+  if (link.dataset.nav === document.body.dataset.page) link.classList.add("current");
 }
