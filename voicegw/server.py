@@ -143,6 +143,7 @@ async def serve(settings: Settings, *, log_level: str = "info", sockets: list[so
     for line in startup_warnings(settings):
         log.warning(line)
     assembled = await assemble(settings, worker=worker, peers_dir=peers_dir)
+    (log.info if worker.startswith("w0") else log.debug)("operator console: %s/console", settings.public_url or f"http://{settings.host}:{settings.port}")
     config = uvicorn.Config(
         assembled.app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
         ws_max_size=WS_MAX_BYTES, ws_per_message_deflate=False, proxy_headers=True,
