@@ -94,7 +94,10 @@ def nonempty_outputs(convert: Callable[[str], str], inputs: list[str], count: in
 class DensityRun:
     def __init__(self, mode: str, window_s: float, warm_s: float, max_frames: int = 20000,
                  on_window: Callable[[int, float], Awaitable[None]] | None = None, loop: str = "default",
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, baseline: bool = False) -> None:
+        self.baseline = baseline  # the minimal sample bridge (bench.baseline), passthrough only
+        if baseline:
+            mode = "g711_ulaw"
         self.mode = mode
         self.source = source
         self.loop = loop
@@ -118,7 +121,8 @@ class DensityRun:
         results: list[Level] = []
         try:
             async with BenchPeer(PeerOptions(audio_mode=self.mode, behaviour="stream"), pacer) as peer:
-                async with running_gateway(peer.base_url, self.mode, core=0, loop=self.loop, source=self.source) as gw:
+                async with running_gateway(peer.base_url, self.mode, core=0, loop=self.loop, source=self.source,
+                                           baseline=self.baseline) as gw:
                     async with httpx.AsyncClient(trust_env=False, timeout=15) as http:
                         await self._level(1, gw, peer, pacer, http, window_s=2.0, baseline=None)  # warm-up
                         baseline = gw.rss_kib()
@@ -155,8 +159,12 @@ class DensityRun:
                 caller = LoadCaller(1_000_000 + self._next_index, pacer, self.caller_payloads)
                 self._next_index += 1
                 target = await caller.webhook(http, gw.url, AUTH_TOKEN)
-                conn = await peer.next_connection(15)
-                await caller.connect(target, 15, slot=(i * 20) // n)
+                if self.baseline:  # no pre-warm: the sample opens the model socket at stream start
+                    await caller.connect(target, 15, slot=(i * 20) // n)
+                    conn = await peer.next_connection(15)
+                else:
+                    conn = await peer.next_connection(15)
+                    await caller.connect(target, 15, slot=(i * 20) // n)
                 pairs.append((caller, conn))
         except Exception as exc:  # report what the gateway refused, keep the level's partial data
             problems.append(f"set-up failed after {len(pairs)} calls: {type(exc).__name__}: {exc}")

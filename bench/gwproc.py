@@ -94,13 +94,14 @@ class GatewayProcess:
 @contextlib.asynccontextmanager
 async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | None = 0,
                           prewarm_timeout_s: int = 15, loop: str = "default",
-                          source: Path | None = None) -> AsyncIterator[GatewayProcess]:
+                          source: Path | None = None, baseline: bool = False) -> AsyncIterator[GatewayProcess]:
     """Start the gateway, wait until it answers /healthz, stop it (SIGTERM, then SIGKILL).
 
     The gateway is the ordinary CLI started through `bench.gw_launch`, which logs garbage
     collection pauses; `loop="asyncio"` keeps it off uvloop (on the standard event loop), to
     measure what the event loop implementation is worth. `source` runs the voicegw package found in another
-    directory (an exported older commit, for before/after comparisons).
+    directory (an exported older commit, for before/after comparisons). `baseline` starts the
+    minimal sample bridge (`bench.baseline`) instead of voicegw, on the same core and model peer.
     """
     with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
         agent = Path(tmp) / "agent.yaml"
@@ -118,6 +119,8 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
         if loop == "asyncio":
             cmd.append("--asyncio")
         cmd += ["serve", "--agent", str(agent), "--port", str(port), "--workers", "1"]
+        if baseline:
+            cmd = [sys.executable, "-m", "bench.baseline", "--gc-log", str(gc_log), "--port", str(port)]
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         log_path = Path(tmp) / "gateway.log"

@@ -35,7 +35,7 @@ from bench.pacer import Pacer
 from bench.wsraw import WsEndpoint, accept_key, frame, unmask
 from voicegw.audio.g711 import pcm16_to_ulaw
 
-_APPEND = b'{"type":"input_audio_buffer.append"'
+_APPEND = (b'{"type":"input_audio_buffer.append"', b'{"type": "input_audio_buffer.append"')  # compact, or json.dumps
 _ids = itertools.count(1)
 _clock = time.monotonic
 

@@ -281,9 +281,17 @@ class RealtimeConnection:
         ws = self._ws
         try:
             if ws.transport.get_write_buffer_size() == 0:
-                # Nothing queued, so the socket is not paused and send() writes without waiting
-                # (websockets only waits on flow control): no deadline to arm on the hot path.
-                await ws.send(text)
+                if ws.send_in_progress is None and ws.protocol.state is State.OPEN and not ws.transport.is_closing():
+                    # What `ws.send` does for an open, writable socket, without its async context
+                    # manager and drain: frame the text and write it (the transport buffers it; a
+                    # write that fills the buffer pauses the socket and the next send takes the
+                    # bounded path below). Measured in docs/BENCHMARKS.md ("Levers").
+                    ws.protocol.send_text(text.encode())
+                    ws.send_data()
+                else:
+                    # Nothing queued, so the socket is not paused and send() writes without waiting
+                    # (websockets only waits on flow control): no deadline to arm on the hot path.
+                    await ws.send(text)
             else:
                 async with asyncio.timeout(self.send_timeout):
                     await ws.send(text)
