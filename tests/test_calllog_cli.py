@@ -113,3 +113,17 @@ async def test_tail_follows_a_gateway(svc, capsys) -> None:
         assert code == 0 and len(lines) == 3
         assert "I need a refund" in lines[0] and "tool refund" in lines[1]
         assert "barge-in: heard 640 ms of 1500 ms produced" in lines[2]
+
+
+async def test_reading_never_creates_an_empty_database(tmp_path, capsys) -> None:
+    for settings, path in [
+        (Settings.from_env({"VOICEGW_DATA_DIR": str(tmp_path / "nowhere")}), tmp_path / "nowhere" / "voicegw.db"),
+        (Settings.from_env({"VOICEGW_DATABASE_URL": f"sqlite:///{tmp_path / 'typo.db'}"}), tmp_path / "typo.db"),
+    ]:
+        for argv in (("list",), ("show", "CA1"), ("tail", "--count", "1"), ("prune", "--older-than", "30d")):
+            code, out = await run(settings, *argv)
+            err = capsys.readouterr().err
+            assert code == 1 and out == "", argv
+            assert f"no call log at {path}" in err, err
+            assert not path.exists() and not path.parent.exists() or not path.exists()
+    assert list(tmp_path.iterdir()) == []

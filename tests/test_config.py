@@ -79,3 +79,49 @@ def test_durations() -> None:
     assert parse_duration("30d") == 30 * 86400 and parse_duration("250ms") == 0.25 and parse_duration(90) == 90
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def test_every_problem_at_once_unknown_fields_first_with_suggestions(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+name: a
+turn_detection:
+  type: shouting
+  treshold: 0.5
+voise: alloy
+tools:
+  - name: lookup
+    descripton: Look an order up.
+    parameters: {type: object, properties: {}}
+    builtin: {name: hang_up}
+""")
+    with pytest.raises(ConfigError) as err:
+        load_agent(path)
+    got = [(p.line, p.field, p.message) for p in err.value.problems]
+    assert got == [
+        (5, "turn_detection.treshold", "unknown field (did you mean 'threshold'?)"),
+        (6, "voise", "unknown field (did you mean 'voice'?)"),
+        (4, "turn_detection.type", "Input should be 'server_vad', 'semantic_vad' or 'none'"),
+    ]
+    assert (err.value.line, err.value.field) == (5, "turn_detection.treshold")  # the first problem
+    assert str(err.value).splitlines() == [f"{path}:{line}: field '{f}' {m}" for line, f, m in got]
+
+
+def test_tool_problems_name_unknown_then_missing_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from voicegw.tools.check import check_config
+
+    path = write(tmp_path, """
+name: a
+tools:
+  - name: lookup_order
+    descripton: x
+    parameters: {type: object, properties: {}}
+    http: {method: GET, urll: "http://127.0.0.1/x"}
+""")
+    assert check_config(path, Settings.from_env({})) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {path}:5: field 'tools[0].descripton' unknown field (did you mean 'description'?)",
+        f"error: {path}:7: field 'tools[0].http.urll' unknown field (did you mean 'url'?)",
+        f"error: {path}:4: field 'tools[0].description' required field is missing",
+        f"error: {path}:7: field 'tools[0].http.url' required field is missing",
+        "4 problems",
+    ]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from voicegw import logs
+from voicegw import __version__, logs
 from voicegw.config import Settings
 from voicegw.yamlsrc import ConfigError
 
@@ -83,8 +83,11 @@ def _cmd_calls(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicegw", description="Phone calls to Realtime voice agents.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     parser.add_argument("--log-level", default=os.environ.get("VOICEGW_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])
+                        choices=["debug", "info", "warning", "error"],
+                        help="least severe log lines shown (env VOICEGW_LOG_LEVEL, default: %(default)s)")
     parser.add_argument("--log-format", default=os.environ.get("VOICEGW_LOG_FORMAT") or None, choices=logs.FORMATS,
                         help="json: one JSON object per line; text: for people (env VOICEGW_LOG_FORMAT; "
                              "default text when stderr is a terminal, json otherwise)")
@@ -100,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a routing or agent file and print a summary")
-    p.add_argument("file")
+    p.add_argument("file", help="the agent or routing YAML file (files it references are checked too)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("localmodel", help="run the local Realtime-protocol model server")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="listen port (default: %(default)s)")
     p.add_argument("--api-key", help="require this key (api-key header or Bearer); env VOICEGW_LOCALMODEL_KEY")
     p.set_defaults(func=_cmd_localmodel)
 
@@ -141,10 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _setup_logging(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below
+        return code
     except ConfigError as exc:
-        print(f"voicegw: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"voicegw: configuration error: {problem.location()}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`voicegw calls list | head -1`): not an error worth a traceback;
+        # stdout is pointed at /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # what a shell reports for a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

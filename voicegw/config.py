@@ -138,7 +138,7 @@ def load_agent(path: str | Path) -> LoadedAgent:
     try:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, loc) from None
+        raise validation_error(exc, loc, model=AgentConfig) from None
     return LoadedAgent(cfg, Path(path), loc)
 
 

@@ -13,11 +13,12 @@ import os
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
-from voicegw.calllog.store import open_store
+from voicegw.calllog.store import open_store, sqlite_path
 from voicegw.config import Settings, parse_duration
 
 POLL_S = 0.5
@@ -28,17 +29,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser("calls", help="read and follow the call log")
     sub = p.add_subparsers(dest="calls_command", required=True)
     ls = sub.add_parser("list", help="recent calls, newest first")
-    ls.add_argument("--status", choices=["active", "completed", "interrupted"])
+    ls.add_argument("--status", choices=["active", "completed", "interrupted"], help="only calls in this state")
     ls.add_argument("--number", help="part of the caller's or called number")
-    ls.add_argument("--agent")
+    ls.add_argument("--agent", help="only calls answered by this agent (its name:)")
     ls.add_argument("--search", dest="q", help="text in the transcript")
-    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--limit", type=int, default=20, help="at most this many calls (default: %(default)s)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     show = sub.add_parser("show", help="one call: transcript, timeline, latency")
-    show.add_argument("sid")
+    show.add_argument("sid", help="the call's CallSid (CA...)")
     show.add_argument("--json", action="store_true", help="print the full record as JSON")
     tail = sub.add_parser("tail", help="follow live events (all active calls, or one)")
-    tail.add_argument("sid", nargs="?")
+    tail.add_argument("sid", nargs="?", help="one call's CallSid (default: every call)")
     tail.add_argument("--url", help="a running gateway's base URL (default: poll the database)")
     tail.add_argument("--token", help="operator token for --url (default: VOICEGW_OPERATOR_TOKEN)")
     tail.add_argument("--count", type=int, default=0, help="stop after this many events (0: follow forever)")
@@ -52,8 +53,10 @@ async def run(args: argparse.Namespace, settings: Settings, out: TextIO | None =
     cmd = args.calls_command
     if cmd == "tail" and args.url:
         return await _tail_http(args, settings, out)
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    missing = missing_database(settings)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 1
     store = open_store(settings.db_url)
     try:
         await store.migrate()
@@ -89,6 +92,21 @@ async def run(args: argparse.Namespace, settings: Settings, out: TextIO | None =
         raise ValueError(f"unknown calls command {cmd!r}")
     finally:
         await store.aclose()
+
+
+def missing_database(settings: Settings) -> str | None:
+    """Why the SQLite call log cannot be read, or None. Reading never creates a database: an
+    empty one made by a mistyped path would look like a call log without calls."""
+    url = settings.db_url
+    if not url.startswith("sqlite:"):
+        return None
+    path = sqlite_path(url)
+    if path == ":memory:" or Path(path).is_file():
+        return None
+    source = "VOICEGW_DATABASE_URL" if settings.database_url else "VOICEGW_DATA_DIR"
+    return (f"voicegw calls: no call log at {Path(path).resolve()} (from {source}); the gateway creates it "
+            f"when it starts. Run this where the gateway runs, or set VOICEGW_DATABASE_URL=sqlite:///PATH "
+            f"(or VOICEGW_DATA_DIR) to its database.")
 
 
 def _when(t: float | None) -> str:

@@ -24,7 +24,10 @@ def check_config(path: Path, settings: Settings, out: TextIO | None = None, err:
         else:
             registry = AgentRegistry.load(dataclasses.replace(settings, routing_path=None, agent_path=path))
     except ConfigError as exc:
-        print(f"error: {exc}", file=err)
+        for problem in exc.problems:
+            print(f"error: {problem.location()}", file=err)
+        if len(exc.problems) > 1:
+            print(f"{len(exc.problems)} problems", file=err)
         return 2
     out.write(summary(registry))
     return 0
