@@ -19,6 +19,8 @@ from bench.bench_density import LATE_FRACTION_MAX, LATE_MS, P99_TARGET_MS, Level
 from bench.bench_greeting import GreetingCase  # noqa: E402
 
 CALLS_TARGET = 200
+CPU_PASSTHROUGH_MS = 3.0  # per call-second at 100 calls
+CPU_RESAMPLING_MS = 4.0
 P50_TARGET_MS = 0.5
 RSS_TARGET_KIB = 1024
 ALIAS_TARGET_DB = 60.0
@@ -36,6 +38,7 @@ class Results:
     bargein: dict[str, BargeInResult] = field(default_factory=dict)
     alias_db: float | None = None
     audio_md: str = ""
+    baseline: list[tuple[str, Level]] = field(default_factory=list)  # (who, level): sample bridge vs voicegw
 
 
 def machine() -> list[tuple[str, str]]:
@@ -108,11 +111,61 @@ def summary(r: Results) -> list[str]:
     if r.alias_db is not None:
         rows.append(f"| resampler alias rejection | ≥ {ALIAS_TARGET_DB:g} dB | {r.alias_db:.1f} dB | "
                     f"{_mark(r.alias_db >= ALIAS_TARGET_DB)} |")
+    for mode, limit in (("g711_ulaw", CPU_PASSTHROUGH_MS), ("pcm16", CPU_RESAMPLING_MS)):
+        lv = _at(r.density.get(mode, []), 100)
+        if lv is not None:
+            rows.append(f"| CPU per call-second at 100 calls, {mode} | ≤ {limit:g} ms | {lv.cpu_ms_per_call_s:.2f} ms | "
+                        f"{_mark(lv.cpu_ms_per_call_s <= limit)} |")
+    base = _baseline_medians(r)
+    if "sample" in base:
+        ref = base["sample"]
+        for who in ("voicegw g711_ulaw", "voicegw pcm16"):
+            if who in base:
+                ratio = base[who][0] / ref[0]
+                rows.append(f"| CPU per call-second at 50 calls vs. the sample bridge, {who.split()[1]} | ≤ 0.5× | "
+                            f"{ratio:.2f}× ({base[who][0]:.2f} vs {ref[0]:.2f} ms) | {_mark(ratio <= 0.5)} |")
+        if "voicegw pcm16" in base:
+            p50, p99 = base["voicegw pcm16"][1], base["voicegw pcm16"][2]
+            rows.append(f"| caller audio to the model at 50 calls, pcm16, p50 / p99 | ≤ 10 / 20 ms | "
+                        f"{p50:.2f} / {p99:.2f} ms | {_mark(p50 <= 10 and p99 <= 20)} |")
     for mode, levels in r.density.items():
         big = max((lv for lv in levels if lv.calls >= 50), key=lambda lv: lv.calls, default=None)
         if big is not None:
             rows.append(f"| RSS per call at {big.calls} calls, {mode} | ≤ 1 MiB | {big.rss_per_call_kib:.0f} KiB | "
                         f"{_mark(big.rss_per_call_kib <= RSS_TARGET_KIB)} |")
+    return rows
+
+
+def _baseline_medians(r: Results) -> dict[str, tuple[float, float, float, float, float]]:
+    """who -> median (CPU ms per call-second, c2m p50, c2m p99, m2c p50, m2c p99) over the rounds."""
+    import statistics
+
+    out = {}
+    for who in dict.fromkeys(w for w, _ in r.baseline):
+        lvs = [lv for w, lv in r.baseline if w == who]
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        out[who] = (med([lv.cpu_ms_per_call_s for lv in lvs]), med([lv.c2m.p50 for lv in lvs]),
+                    med([lv.c2m.p99 for lv in lvs]), med([lv.m2c.p50 for lv in lvs]), med([lv.m2c.p99 for lv in lvs]))
+    return out
+
+
+def baseline_section(r: Results) -> list[str]:
+    base = _baseline_medians(r)
+    if "sample" not in base:
+        return []
+    ref = base["sample"]
+    rounds = sum(1 for w, _ in r.baseline if w == "sample")
+    rows = ["## Against the minimal sample bridge", "", BASELINE_NOTE.format(rounds=rounds), "",
+            "| bridge | CPU ms per call-second | caller → model p50 / p99 (ms) | model → caller p50 / p99 (ms) "
+            "| CPU ratio to the sample | p50 ratio (c2m / m2c) |", "| --- | --- | --- | --- | --- | --- |"]
+    for who, (cpu, c50, c99, m50, m99) in base.items():
+        rows.append(f"| {who} | {cpu:.2f} | {c50:.2f} / {c99:.2f} | {m50:.2f} / {m99:.2f} | {cpu / ref[0]:.2f}× | "
+                    f"{c50 / ref[1]:.2f}× / {m50 / ref[3]:.2f}× |")
+    import dataclasses
+
+    every = [dataclasses.replace(lv, mode=who) for who, lv in r.baseline]
+    rows += ["", "Every round, in the order run (the mode column names the bridge):", "",
+             *density_table(every, with_mode=True), ""]
     return rows
 
 
@@ -219,6 +272,7 @@ def render(r: Results, docs: Path) -> str:
         out += ASYNCIO_NOTE + density_table(r.asyncio_loop, with_mode=True) + [""]
         for mode in r.density:
             out += _skipped(r, f"{mode} on asyncio")
+    out += baseline_section(r)
     if r.density:
         plot_density(r, docs / "bench_density.png")
         out += ["![p99 latency and gateway CPU against concurrent calls](bench_density.png)", ""]
@@ -300,3 +354,11 @@ BARGEIN_NOTE = (
     "0) with the audio of that response the caller actually heard before the clear; the bias is the mean "
     "signed difference (negative: the model is told less than was heard). The simulated caller "
     "acknowledges marks on its 20 ms tick, so the gateway learns of playout progress up to 20 ms late.")
+
+BASELINE_NOTE = (
+    "`bench/baseline.py` is the few dozen lines every Twilio + Realtime sample has: a Starlette WebSocket "
+    "endpoint served by `uvicorn.run` with its defaults, `json.loads` of every Twilio frame, the payload "
+    "forwarded as `input_audio_buffer.append`, every audio delta forwarded back as a media frame (passthrough, "
+    "no marks, no barge-in, no validation, no call log). It carries the same 50 calls as the gateway, on the "
+    "same core, model peer and callers; the sample and voicegw in both modes alternate, {rounds} rounds, "
+    "medians shown. In the sample's rows the mode column is the audio it carries (mu-law both ways).")

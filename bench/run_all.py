@@ -48,6 +48,14 @@ async def run(quick: bool, only: set[str]) -> Results:
                 ramp = DensityRun(mode, window, warm, loop="asyncio")
                 res.asyncio_loop += await ramp.run([50, 100], {50, 100}, log)
                 res.saturated[f"{mode} on asyncio"] = (ramp.saturated_at, ramp.skipped)
+    if "baseline" in only:
+        rounds = 2 if quick else 3
+        for i in range(rounds):  # alternating, so drifting machine load hits all three alike
+            for who, mode, baseline in (("sample", "g711_ulaw", True), ("voicegw g711_ulaw", "g711_ulaw", False),
+                                        ("voicegw pcm16", "pcm16", False)):
+                log(f"against the sample bridge, round {i + 1}: {who}")
+                levels = await DensityRun(mode, 6.0, 1.5, baseline=baseline).run([50], {50}, log)
+                res.baseline += [(who, lv) for lv in levels]
     if "greeting" in only:
         log("greeting latency")
         res.greeting = await bench_greeting.run(5 if quick else 20, log)
@@ -67,8 +75,8 @@ async def run(quick: bool, only: set[str]) -> Results:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer levels and samples, shorter windows")
-    parser.add_argument("--only", default="density,greeting,bargein,audio",
-                        help="comma-separated subset of density,greeting,bargein,audio")
+    parser.add_argument("--only", default="density,baseline,greeting,bargein,audio",
+                        help="comma-separated subset of density,baseline,greeting,bargein,audio")
     parser.add_argument("--out", type=Path, default=DOCS / "BENCHMARKS.md")
     parser.add_argument("--save", type=Path, help="also pickle the raw results here")
     parser.add_argument("--render", type=Path, metavar="PICKLE", help="only re-render saved results")
