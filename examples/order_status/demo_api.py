@@ -58,12 +58,20 @@ def create_app(token: str | None = None) -> Starlette:
     return app
 
 
+def _default_port() -> int:
+    """The agent file calls ${DEMO_API_URL:-http://127.0.0.1:8765}: serve where it will call."""
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("DEMO_API_URL") or "http://127.0.0.1:8765").port or 8765
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Demo order API for the order_status example")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=_default_port(),
+                        help="listen port (default: the port of $DEMO_API_URL, else 8765)")
     args = parser.parse_args()
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
 
