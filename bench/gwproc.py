@@ -113,6 +113,7 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
             "OPENAI_API_KEY": MODEL_KEY, "OPENAI_BASE_URL": model_base_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "VOICEGW_DATA_DIR": str(Path(tmp) / "data"), "VOICEGW_PREWARM_TIMEOUT": str(prewarm_timeout_s),
             "VOICEGW_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1",
+            "VOICEGW_MAX_CALLS": "2000",  # admission (default 50 per process) would cap the ramp
         })
         gc_log = Path(tmp) / "gc.log"
         cmd = [sys.executable, "-m", "bench.gw_launch", "--gc-log", str(gc_log)]
