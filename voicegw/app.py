@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from voicegw.gateway import Gateway
+from voicegw.metrics import CONTENT_TYPE
 from voicegw.telephony.endpoints import media_stream, voice_webhook
 
 
@@ -25,8 +26,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text exposition: this process, or with `--workers` every worker's aggregate."""
     gw: Gateway = request.app.state.gateway
-    return PlainTextResponse(gw.metrics.render(len(gw.calls)), media_type="text/plain; version=0.0.4")
+    return Response(gw.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from voicegw.call.actions import Control
@@ -16,11 +16,13 @@ from voicegw.call.core import CoreOptions
 from voicegw.calllog.entries import CallInfo, CallLogSink, NullSink
 from voicegw.config import Settings
 from voicegw.logs import set_call_sid
+from voicegw.metrics import CallObserver, Metrics
 from voicegw.realtime.auth import NoAuth, auth_for
 from voicegw.realtime.connection import RealtimeConnection
 from voicegw.realtime.dialects import dialect_for
 from voicegw.telephony.rest import TwilioRest, run_rest
 from voicegw.telephony.twilio import TwilioMediaCodec
+from voicegw.tracing import from_env as tracer_from_env
 from voicegw.tools.contract import ToolRunner
 
 log = logging.getLogger("voicegw.gateway")
@@ -43,35 +45,6 @@ async def _synthesize_apology(text: str) -> str | None:
     return base64.b64encode(ulaw).decode("ascii") if ulaw else None
 
 
-@dataclass
-class Metrics:
-    calls_started: int = 0
-    calls_ended: int = 0
-    calls_refused: int = 0
-    prewarm_unclaimed: int = 0
-    model_connect_failures: int = 0
-    streams_relayed: int = 0
-    end_reasons: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)  # webhooks answered with overflow, by reason
-
-    def render(self, active: int) -> str:
-        lines = [
-            "# TYPE voicegw_calls_active gauge", f"voicegw_calls_active {active}",
-            "# TYPE voicegw_calls_started_total counter", f"voicegw_calls_started_total {self.calls_started}",
-            "# TYPE voicegw_calls_ended_total counter", f"voicegw_calls_ended_total {self.calls_ended}",
-            "# TYPE voicegw_streams_refused_total counter", f"voicegw_streams_refused_total {self.calls_refused}",
-            "# TYPE voicegw_prewarm_unclaimed_total counter", f"voicegw_prewarm_unclaimed_total {self.prewarm_unclaimed}",
-            "# TYPE voicegw_model_connect_failures_total counter",
-            f"voicegw_model_connect_failures_total {self.model_connect_failures}",
-            "# TYPE voicegw_call_end_reason_total counter",
-        ]
-        lines += [f'voicegw_call_end_reason_total{{reason="{r}"}} {n}' for r, n in sorted(self.end_reasons.items())]
-        lines += ["# TYPE voicegw_calls_rejected_total counter"]
-        lines += [f'voicegw_calls_rejected_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())]
-        lines += ["# TYPE voicegw_streams_relayed_total counter", f"voicegw_streams_relayed_total {self.streams_relayed}"]
-        return "\n".join(lines) + "\n"
-
-
 class Gateway:
     def __init__(self, settings: Settings, registry: Any, calllog: CallLogSink | None = None,
                  rest: TwilioRest | None = None, worker: str = "w0", peers_dir: str | None = None) -> None:
@@ -90,7 +63,11 @@ class Gateway:
         self.calllog: CallLogSink = calllog or NullSink()
         self.codec = TwilioMediaCodec()
         self.calls: dict[str, CallBridge] = {}
+        # metrics and per-call log lines (and spans, with voicegw[otel]) from every entry a call
+        # writes: its call log sink is wrapped by the observer (voicegw.metrics)
         self.metrics = Metrics()
+        self.observer = CallObserver(self.metrics, tracer_from_env(), worker)
+        self._sink = self.observer.wrap(self.calllog)
         self.local_model: Any = None
         self._rest = rest
         if rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
@@ -144,22 +121,27 @@ class Gateway:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if self.local_model is not None:
             await self.local_model.close()
+        if self.observer.tracer is not None:
+            self.observer.tracer.close()
         close = getattr(self._auth, "close", None)
         if close is not None:  # Entra ID credential sessions
             await close()
 
     # --------------------------------------------------------------------------- model
-    async def open_model(self, timeout_s: float | None = None) -> RealtimeConnection:
+    async def open_model(self, timeout_s: float | None = None, call_sid: str | None = None) -> RealtimeConnection:
         """One attempt to open a model session, within `timeout_s` (what is left of the call's
         connect budget) and never longer than the per-attempt timeout. Retries are the call core's
         decision (voicegw.call.modellink)."""
         timeout = self.settings.model_connect_timeout if timeout_s is None else min(
             max(0.1, timeout_s), self.settings.model_connect_timeout)
+        started = time.time()
         try:
-            return await RealtimeConnection.open(self._url, self._auth, self._dialect, open_timeout=timeout, retries=0)
-        except Exception:
-            self.metrics.model_connect_failures += 1
+            conn = await RealtimeConnection.open(self._url, self._auth, self._dialect, open_timeout=timeout, retries=0)
+        except Exception as exc:
+            self.observer.model_connect(call_sid, started, time.time(), False, str(exc) or type(exc).__name__)
             raise
+        self.observer.model_connect(call_sid, started, time.time(), True)
+        return conn
 
     # --------------------------------------------------------------------------- calls
     def create_call(self, call_sid: str, from_number: str, to_number: str) -> CallBridge:
@@ -188,11 +170,13 @@ class Gateway:
         )
         info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=entry.key,
                         started_at=time.time())
-        call = CallBridge(info, entry.key, opts, self.codec, tools, self.calllog, self, self.open_model)
+        call = CallBridge(info, entry.key, opts, self.codec, tools, self._sink, self,
+                          functools.partial(self.open_model, call_sid=call_sid), latency=self.metrics)
         self.calls[call_sid] = call
         self._idle.clear()
-        self.metrics.calls_started += 1
-        self.calllog.call_started(info)
+        self.metrics.call_started()
+        self._count_active()
+        self._sink.call_started(info)
         call.begin()
         return call
 
@@ -217,7 +201,7 @@ class Gateway:
         ready, why = self.readiness()
         if ready:
             return None
-        self.metrics.rejected[why] = self.metrics.rejected.get(why, 0) + 1
+        self.metrics.rejected(why)
         log.warning("call %s refused: %s (%d calls, max %d)", call_sid, why, len(self.calls), self.settings.max_calls)
         return why
 
@@ -230,6 +214,7 @@ class Gateway:
         call = self.create_call(call_sid, from_number, to_number)
         loop = asyncio.get_running_loop()
         self._prewarm_timers[call_sid] = loop.call_later(self.settings.prewarm_timeout, self._expire, call_sid)
+        self._count_active()
         return call
 
     def take_stream(self, call_sid: str, from_number: str, to_number: str) -> CallBridge | str:
@@ -241,17 +226,21 @@ class Gateway:
         """
         self._forget_spent()
         if call_sid in self._spent:
+            self.metrics.refusing("token_reused")
             return "stream token already used"
         timer = self._prewarm_timers.pop(call_sid, None)
         if timer is not None:
             timer.cancel()
+            self._count_active()
         call = self.calls.get(call_sid)
         if call is None:
             if self.full:
-                self.metrics.rejected["full"] = self.metrics.rejected.get("full", 0) + 1
+                self.metrics.rejected("full")
+                self.metrics.refusing("full")
                 return "gateway full"
             call = self.create_call(call_sid, from_number, to_number)
         elif call.claimed:
+            self.metrics.refusing("token_reused")
             return "stream token already used"
         call.claimed = True
         self._spent[call_sid] = time.monotonic() + self.settings.stream_token_ttl + 60
@@ -265,13 +254,17 @@ class Gateway:
 
     def _expire(self, call_sid: str) -> None:
         self._prewarm_timers.pop(call_sid, None)
+        self._count_active()
         call = self.calls.get(call_sid)
         if call is not None and not call.claimed:
-            self.metrics.prewarm_unclaimed += 1
+            self.metrics.prewarm_expired()
             log.info("call %s: pre-warmed model session not claimed in %.0fs; closing", call_sid, self.settings.prewarm_timeout)
             task = asyncio.ensure_future(call.aclose("stream_never_started"))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    def _count_active(self) -> None:
+        self.metrics.active(len(self.calls), len(self._prewarm_timers))
 
     # --------------------------------------------------------------------- CallHooks
     def toolset_for(self, agent_key: str) -> ToolRunner:
@@ -301,8 +294,7 @@ class Gateway:
             waiter.set()
         if self.calls.get(call.info.call_sid) is call:
             del self.calls[call.info.call_sid]
-            self.metrics.calls_ended += 1
-            reason = call.end_reason or "ended"
-            self.metrics.end_reasons[reason] = self.metrics.end_reasons.get(reason, 0) + 1
+            self.metrics.call_ended(call.end_reason or "ended")
+            self._count_active()
             if not self.calls:
                 self._idle.set()

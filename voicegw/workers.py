@@ -11,6 +11,12 @@ Signals: the workers ignore SIGINT (Ctrl-C reaches the whole process group) and 
 the supervisor forwards SIGTERM to every worker on SIGTERM or SIGINT (each drains its calls), a
 second signal is forwarded again (each ends its calls now), and it exits 0 once every worker has. A worker that dies outside a shutdown
 is replaced (with a new id: its calls are gone, and streams for them are served where they land).
+
+Metrics: the supervisor creates a private `PROMETHEUS_MULTIPROC_DIR` before spawning (replacing
+any inherited one: a directory left by an earlier run would be counted again) and removes it at
+exit. Each worker's prometheus_client writes its values there, and `/metrics` in any worker serves
+the aggregate of all (voicegw.metrics). A worker that exits is marked dead, so its gauges stop
+counting while its counters and histograms stay in the totals.
 """
 from __future__ import annotations
 
@@ -28,10 +34,18 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from voicegw.config import Settings
+from voicegw.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("voicegw")
 
 RESTART_BACKOFF_S = 1.0
+
+
+def mark_process_dead(pid: int, metrics_dir: str) -> None:
+    """Drop a dead worker's live gauges from the aggregate (its counters stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, metrics_dir)
 
 
 def _worker_main(settings: Settings, index: int, sock: socket.socket, peers_dir: str, log_level: str,
@@ -65,6 +79,8 @@ def run_workers(settings: Settings, workers: int, log_level: str = "info", log_f
         settings = replace(settings, stream_secret=secrets.token_bytes(32))
     sock = _bind(settings.host, settings.port)
     peers_dir = tempfile.mkdtemp(prefix="voicegw-workers-")
+    metrics_dir = tempfile.mkdtemp(prefix="voicegw-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir  # spawned workers inherit it (read at import)
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, BaseProcess] = {}
     stopping = {"signals": 0}
@@ -99,6 +115,8 @@ def run_workers(settings: Settings, workers: int, log_level: str = "info", log_f
                 if proc.is_alive():
                     continue
                 del procs[index]
+                if proc.pid is not None:
+                    mark_process_dead(proc.pid, metrics_dir)
                 if not stopping["signals"]:
                     log.error("worker %d exited with %s: replacing it", index, proc.exitcode)
                     time.sleep(RESTART_BACKOFF_S)
@@ -106,5 +124,7 @@ def run_workers(settings: Settings, workers: int, log_level: str = "info", log_f
     finally:
         sock.close()
         shutil.rmtree(peers_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.environ.pop(MULTIPROC_ENV, None)
     log.info("all workers exited")
     return 0

@@ -26,6 +26,7 @@ from voicegw.call.actions import (
     Action, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
 from voicegw.call.core import CallCore, CoreOptions
+from voicegw.call.probe import CallProbe, LatencySink
 from voicegw.call.writer import Writer
 from voicegw.calllog.entries import CallInfo, CallLogSink
 from voicegw.realtime import events as ev
@@ -83,6 +84,7 @@ class CallBridge:
         hooks: CallHooks,
         open_model: Callable[[float | None], Awaitable["RealtimeConnection"]],
         clock: Callable[[], float] = time.monotonic,
+        latency: LatencySink | None = None,
     ) -> None:
         self.info = info
         self.agent_key = agent_key
@@ -107,6 +109,10 @@ class CallBridge:
         self._closers: set[asyncio.Task[Any]] = set()  # closing model links: not cancelled at the end
         self._timer_wake = asyncio.Event()
         self._timer_due: float | None = None  # the deadline the timer task sleeps until
+        # metrics samples (voicegw.call.probe): None costs nothing; `_caller_t0` is set while the
+        # frames of a sampled model event are being queued for the caller
+        self._probe = CallProbe(latency, clock) if latency is not None else None
+        self._caller_t0: float | None = None
 
     # ------------------------------------------------------------------------------ tasks
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -183,7 +189,10 @@ class CallBridge:
             return  # no stream yet: the core holds audio until the stream starts
         if type(intent) is tel.ClearPlayback:
             writer.purge()  # frames not yet sent are part of what is being cleared
-        writer.put(self.codec.encode(self._stream_sid, intent))
+        text = self.codec.encode(self._stream_sid, intent)
+        writer.put(text)
+        if self._caller_t0 is not None and type(intent) is tel.PlayAudio:
+            self._probe.down.track(text, self._caller_t0)  # type: ignore[union-attr]
 
     def _to_model(self, act: ToModel) -> None:
         link = self._links.get(act.link)
@@ -214,15 +223,22 @@ class CallBridge:
         if self.ended.is_set() or link.closing:
             await _close_quietly(conn)
             return
-        link.writer = Writer(conn.send, lambda exc: self._link_failed(link, exc), name=f"{self.info.call_sid}:model-out:{link.n}",
+        probe = self._probe
+        send = conn.send if probe is None else probe.up.wrap(conn.send)
+        link.writer = Writer(send, lambda exc: self._link_failed(link, exc), name=f"{self.info.call_sid}:model-out:{link.n}",
                              max_queued=MODEL_QUEUE_MAX)
         reason = "closed by the model"
         try:
             self.perform(self.core.on_model(conn.session_created, self.clock(), link.n))
             async for event in conn.events():
-                acts = self.core.on_model(event, self.clock(), link.n)
+                now = self.clock()
+                timed = probe is not None and probe.model_event(event, now)
+                acts = self.core.on_model(event, now, link.n)
                 if acts:
+                    if timed:
+                        self._caller_t0 = now
                     self.perform(acts)
+                    self._caller_t0 = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost link is the core's to handle
@@ -275,12 +291,26 @@ class CallBridge:
             call_sid=self.info.call_sid, stream_sid=start.stream_sid, from_number=self.info.from_number,
             to_number=self.info.to_number, agent=self.info.agent, started_at=self.info.started_at,
         )
-        self._caller = Writer(ws.send_text, self._caller_failed, name=f"{self.info.call_sid}:caller-out",
+        send = ws.send_text if self._probe is None else self._probe.down.wrap(ws.send_text)
+        self._caller = Writer(send, self._caller_failed, name=f"{self.info.call_sid}:caller-out",
                               timeout_s=SEND_TIMEOUT_S)
         self.perform(self.core.on_stream(start, self.clock()))
 
     def on_frame(self, event: tel.StreamEvent) -> None:
+        probe = self._probe
+        if probe is not None and probe.up.due():
+            return self._on_frame_timed(event, probe)
         acts = self.core.on_stream(event, self.clock())
+        if acts:
+            self.perform(acts)
+
+    def _on_frame_timed(self, event: tel.StreamEvent, probe: CallProbe) -> None:
+        """A sampled frame: the model command it produces is timed until its send completes."""
+        t0 = self.clock()
+        acts = self.core.on_stream(event, t0)
+        for act in acts:
+            if type(act) is ToModel:
+                probe.up.track(act.command, t0)  # type: ignore[union-attr]
         if acts:
             self.perform(acts)
 
