@@ -28,6 +28,8 @@ from voicegw.tools.contract import ToolRunner
 log = logging.getLogger("voicegw.gateway")
 
 LOCAL_MODEL_NAME = "voicegw-local"
+STREAM_TOKEN_REUSED = "token_reused"  # why take_stream refuses a stream (also its metric label)
+GATEWAY_FULL = "full"
 UNAVAILABLE_MESSAGE = "Sorry, our line is unavailable. Please call back later."  # 3.3 s at 175 wpm
 
 
@@ -168,7 +170,7 @@ class Gateway:
             unavailable_audio_b64=self.unavailable_audio_b64,
             redact_transcripts=tuple(agent.redact_transcripts),
         )
-        info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=entry.key,
+        info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=agent.name,
                         started_at=time.time())
         call = CallBridge(info, entry.key, opts, self.codec, tools, self._sink, self,
                           functools.partial(self.open_model, call_sid=call_sid), latency=self.metrics)
@@ -218,7 +220,8 @@ class Gateway:
         return call
 
     def take_stream(self, call_sid: str, from_number: str, to_number: str) -> CallBridge | str:
-        """The call a media stream belongs to, or why the stream is refused.
+        """The call a media stream belongs to, or why the stream is refused (STREAM_TOKEN_REUSED,
+        GATEWAY_FULL).
 
         A stream token opens one stream: the call's entry is marked spent for the token's lifetime,
         so a replayed `start` -- while the call is live or after it ended -- opens nothing. A stream
@@ -226,8 +229,7 @@ class Gateway:
         """
         self._forget_spent()
         if call_sid in self._spent:
-            self.metrics.refusing("token_reused")
-            return "stream token already used"
+            return STREAM_TOKEN_REUSED
         timer = self._prewarm_timers.pop(call_sid, None)
         if timer is not None:
             timer.cancel()
@@ -236,12 +238,10 @@ class Gateway:
         if call is None:
             if self.full:
                 self.metrics.rejected("full")
-                self.metrics.refusing("full")
-                return "gateway full"
+                return GATEWAY_FULL
             call = self.create_call(call_sid, from_number, to_number)
         elif call.claimed:
-            self.metrics.refusing("token_reused")
-            return "stream token already used"
+            return STREAM_TOKEN_REUSED
         call.claimed = True
         self._spent[call_sid] = time.monotonic() + self.settings.stream_token_ttl + 60
         return call

@@ -103,7 +103,6 @@ class Metrics:
         self.model_connect_failures = 0
         self._calls_refused = 0
         self._streams_relayed = 0
-        self._refusal: str | None = None  # see calls_refused
 
         # calls
         self.c_calls_started = Counter("voicegw_calls_started", "Calls created (webhook pre-warm or stream start).",
@@ -183,32 +182,17 @@ class Metrics:
         self._calls_refused += 1
         self.c_streams_refused.labels(reason).inc()
 
-    def refusing(self, reason: str) -> None:
-        """The gateway refused a stream for `reason`; the caller counts it next (see calls_refused)."""
-        self._refusal = reason
-
     @property
     def calls_refused(self) -> int:
         return self._calls_refused
 
-    @calls_refused.setter
-    def calls_refused(self, value: int) -> None:
-        # voicegw.telephony.endpoints counts a refused stream with `calls_refused += 1`: the reason
-        # is the one take_stream just gave (`refusing`, same loop turn), else the token was invalid.
-        # Prefer stream_refused(reason).
-        reason, self._refusal = self._refusal or "invalid_token", None
-        for _ in range(max(0, value - self._calls_refused)):
-            self.stream_refused(reason)
+    def stream_relayed(self) -> None:
+        self._streams_relayed += 1
+        self.c_streams_relayed.inc()
 
     @property
     def streams_relayed(self) -> int:
         return self._streams_relayed
-
-    @streams_relayed.setter
-    def streams_relayed(self, value: int) -> None:  # `streams_relayed += 1` (voicegw.telephony.endpoints)
-        delta = max(0, value - self._streams_relayed)
-        self._streams_relayed = value
-        self.c_streams_relayed.inc(delta)
 
     def prewarm_expired(self) -> None:
         self.prewarm_unclaimed += 1

@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegw.call.bridge import CallBridge
-from voicegw.gateway import Gateway
+from voicegw.gateway import STREAM_TOKEN_REUSED, Gateway
 from voicegw.logs import set_call_sid
 from voicegw.telephony import base as tel
 from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
@@ -114,7 +114,7 @@ async def media_stream(ws: WebSocket) -> None:
         owner = verify_stream_token(gw.settings.stream_secret, start.custom_parameters.get("token"), start.call_sid,
                                     time.time())
     except StreamTokenError as exc:
-        gw.metrics.calls_refused += 1
+        gw.metrics.stream_refused("invalid_token")
         log.warning("media stream for %s refused: %s", start.call_sid, exc)
         with contextlib.suppress(Exception):
             await ws.close(code=POLICY_VIOLATION, reason="invalid stream token")
@@ -123,16 +123,18 @@ async def media_stream(ws: WebSocket) -> None:
     hops = _relay_hops(ws)
     target = relay_target(owner, gw.owner, gw.peers_dir, hops)
     if target is not None:
-        gw.metrics.streams_relayed += 1
+        gw.metrics.stream_relayed()
         if await relay(ws, frames, target, hops):
             return
     p = start.custom_parameters
     call = gw.take_stream(start.call_sid, p.get("From", ""), p.get("To", ""))
     if isinstance(call, str):  # a replayed token, or no room for a call whose pre-warm is gone
-        gw.metrics.calls_refused += 1
-        log.warning("media stream for %s refused: %s", start.call_sid, call)
+        gw.metrics.stream_refused(call)
+        reused = call == STREAM_TOKEN_REUSED
+        why = "stream token already used" if reused else "gateway full"
+        log.warning("media stream for %s refused: %s", start.call_sid, why)
         with contextlib.suppress(Exception):
-            await ws.close(code=POLICY_VIOLATION if "token" in call else TRY_AGAIN_LATER, reason=call)
+            await ws.close(code=POLICY_VIOLATION if reused else TRY_AGAIN_LATER, reason=why)
         return
     reader = asyncio.ensure_future(_read_frames(ws, gw, call))
     ended = asyncio.ensure_future(call.ended.wait())
