@@ -363,4 +363,4 @@ BASELINE_NOTE = (
     "forwarded as `input_audio_buffer.append`, every audio delta forwarded back as a media frame (passthrough, "
     "no marks, no barge-in, no validation, no call log). It carries the same 50 calls as the gateway, on the "
     "same core, model peer and callers; the sample and voicegw in both modes alternate, {rounds} rounds, "
-    "medians shown. In the sample's rows the mode column is the audio it carries (mu-law both ways).")
+    "medians shown. The sample carries mu-law both ways; voicegw's pcm16 rows resample both directions.")
