@@ -4,7 +4,8 @@ Agent audio goes to the provider in chunks, each closed by a mark. The provider 
 when playback reaches it (or when a `clear` discards it). A chunk spans several model deltas: the
 core closes it once it holds `MARK_EVERY_MS` of audio (or its item's audio ends), so with 20 ms
 deltas the gateway sends one mark per 100 ms instead of one per delta and gets a fifth of the
-acknowledgements back (a third fewer Twilio messages per call in both directions). Accounting stays
+acknowledgements back: 120 Twilio messages a second per talking call instead of 200 (-18% CPU per
+call-second at 50 calls, docs/BENCHMARKS.md). Accounting stays
 exact by time: within the chunk at the head of the queue, heard audio is interpolated from when it
 started playing, and a piece that arrives after the caller ran dry moves the chunk's start later. From that we know, at any instant, how
 much of each assistant item the caller has actually heard:

@@ -285,7 +285,7 @@ class RealtimeConnection:
                     # What `ws.send` does for an open, writable socket, without its async context
                     # manager and drain: frame the text and write it (the transport buffers it; a
                     # write that fills the buffer pauses the socket and the next send takes the
-                    # bounded path below). Measured in docs/BENCHMARKS.md ("Levers").
+                    # bounded path below). -5% CPU per call-second at 50 calls (docs/BENCHMARKS.md).
                     ws.protocol.send_text(text.encode())
                     ws.send_data()
                 else:
