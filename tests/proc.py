@@ -84,7 +84,10 @@ async def serve_process(env: dict[str, str] | None = None, *, workers: int = 1, 
         sp = ServeProcess(proc, f"http://127.0.0.1:{port}", port, Path(tmp))
         sp._reader = asyncio.ensure_future(sp._read())
         try:
-            await sp.wait_for_line("Application startup complete", count=workers, timeout=60)
+            if workers == 1:  # logged once the socket listens (start-up completes before it)
+                await sp.wait_for_line("Uvicorn running on", timeout=60)
+            else:  # the supervisor bound the socket before starting the workers
+                await sp.wait_for_line("Application startup complete", count=workers, timeout=60)
             yield sp
         finally:
             if proc.returncode is None:
