@@ -22,6 +22,10 @@ from voicegw.gateway import Gateway
 from voicegw.server import assemble
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+LONG_GREETING = (
+    "Hello and welcome to Acme support. I can help you check an order, book an appointment, "
+    "or answer questions about our opening hours. Please tell me what you need today."
+)  # steady agent speech to talk over
 # a plain support agent in passthrough audio: the calls of runtime and fault tests
 SUPPORT_AGENT = """
 name: support

@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import AUTH_TOKEN, running_gateway
+from tests.harness import AUTH_TOKEN, LONG_GREETING, running_gateway
 from tests.speech import speech_pcm8k
 from voicegw.sim.caller import SimulatedCaller
 from voicegw.sim.source import AudioSchedule
 
 pytestmark = pytest.mark.e2e
 
-LONG_GREETING = (
-    "Hello and welcome to Acme support. I can help you check an order, book an appointment, "
-    "or answer questions about our opening hours. Please tell me what you need today."
-)
 
 
 def agent_yaml(greeting: str = "Hello! How can I help you today?", audio_mode: str = "pcm16") -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, running_gateway
+from tests.harness import AUTH_TOKEN, LONG_GREETING, SUPPORT_AGENT, running_gateway
 from tests.proc import serve_process
 from tests.speech import speech_pcm8k
 from voicegw.call.probe import CallProbe, Sampler
@@ -25,10 +25,6 @@ from voicegw.sim.caller import SimulatedCaller
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "voicegw.json"
 
-LONG_GREETING = (
-    "Hello and welcome to Acme support. I can help you check an order, book an appointment, "
-    "or answer questions about our opening hours. Please tell me what you need today."
-)
 # the local model calls a tool the caller names: a keypad press ("[keypad] 5") names `keypad`
 AGENT = f"""
 name: support

@@ -164,4 +164,4 @@ async def test_a_stream_token_opens_one_stream_while_live_and_after_hang_up() ->
             assert await replay() == 1008  # after hang-up
     assert result.closed_by == "caller" and record["end_reason"] == "caller_hangup"
     assert peer.sessions_opened == 1
-    assert [e for e in record["events"] if e["kind"] == "stream.started"].__len__() == 1
+    assert len([e for e in record["events"] if e["kind"] == "stream.started"]) == 1

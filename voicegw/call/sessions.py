@@ -43,10 +43,8 @@ class ModelSessions:
         ml.became_live(link, now, expires_at)
         acts: list[Action] = [self._to_model(ev.UpdateSession(self.config))]
         if purpose == "first":
-            while ml.held:
-                audio = self.to_model.convert(ml.held.popleft())
-                if audio:
-                    acts.append(self._to_model(ev.AppendAudio(audio)))
+            acts += self._append_caller_audio(ml.held)
+            ml.held.clear()
             return acts + self._greet()
         acts.insert(0, self._log("reconnect", now, attempt=ml.reconnects, ok=True, link=link, items=len(self.history)))
         return acts + self._resume(now, after_drop=True)
@@ -55,11 +53,10 @@ class ModelSessions:
         """Give the live link the call so far, the caller audio it missed, and an answer if one is due."""
         ml = self.link
         acts: list[Action] = [self._to_model(c) for c in self.history.replay()]
-        fresh = CallerToModel(self.opts.audio_mode)
         untranscribed = [i for i in self._pending_transcripts if not self.history.has_text(i)]
         if untranscribed and ml.utterance and not ml.speaking:
             # the caller's last words never got a transcript: give them as audio
-            audio = _joined(fresh, ml.utterance)
+            audio = _joined(CallerToModel(self.opts.audio_mode), ml.utterance)
             if audio:
                 acts.append(self._to_model(ev.AddUserAudio(audio)))
         self._pending_transcripts.clear()
@@ -67,10 +64,7 @@ class ModelSessions:
         frames = list(ml.utterance) if ml.speaking else list(ml.tail if not after_drop else ml.held)
         ml.held.clear()
         self.to_model.reset()
-        for f in frames:
-            audio = self.to_model.convert(f)
-            if audio:
-                acts.append(self._to_model(ev.AppendAudio(audio)))
+        acts += self._append_caller_audio(frames)
         if self.exit is not None:
             return acts + self._maybe_exit(now)
         if self._cut_off:
@@ -83,6 +77,16 @@ class ModelSessions:
         elif self._turn_open and not self.tools.running:
             self._request_response(acts)
         acts += self._continue(now)
+        return acts
+
+    def _append_caller_audio(self: CallCore, frames: Iterable[str]) -> list[Action]:
+        """Caller frames (as the provider sent them) through the live converter, appended to the
+        live session's input buffer."""
+        acts: list[Action] = []
+        for frame in frames:
+            audio = self.to_model.convert(frame)
+            if audio:
+                acts.append(self._to_model(ev.AppendAudio(audio)))
         return acts
 
     def on_model_down(self: CallCore, link: int, reason: str, now: float, retryable: bool = True) -> list[Action]:
