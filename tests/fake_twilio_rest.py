@@ -1,12 +1,15 @@
 """A fake of the Twilio REST API as a twilio SDK HttpClient: records requests, answers like Twilio.
 
-Only the resources voicegw uses: Calls update, IncomingPhoneNumbers list and update.
+Only the resources voicegw uses: Calls create and update, IncomingPhoneNumbers list and update.
+A created call is recorded with every form field Twilio got (Url or Twiml, MachineDetection,
+AsyncAmd, AsyncAmdStatusCallback, ...) under `created`, in order; nothing is dialed.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +17,7 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 
 API = "https://api.twilio.com/2010-04-01"
+_CALLS = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Calls\.json$")
 _CALL = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Calls/(CA\w+)\.json$")
 _NUMBERS = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/IncomingPhoneNumbers\.json$")
 _NUMBER = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/IncomingPhoneNumbers/(PN\w+)\.json$")
@@ -35,6 +39,8 @@ class FakeTwilioRest(HttpClient):
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     numbers: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)  # form fields of each Calls create
+    refuse_create: tuple[int, int, str] | None = None  # (status, code, message) to answer a create with
 
     def __post_init__(self) -> None:
         HttpClient.__init__(self, logging.getLogger("fake_twilio_rest"), False, 5)
@@ -56,6 +62,8 @@ class FakeTwilioRest(HttpClient):
         if not uri.startswith(API):
             return self._error(404, 20404, "The requested resource was not found")
         path = uri[len("https://api.twilio.com"):]
+        if _CALLS.match(path) and method == "POST":
+            return self._create_call(data or {})
         if (m := _CALL.match(path)) and method == "POST":
             return self._update(self.calls, m.group(2), data or {}, {"Status": "status", "Twiml": "twiml"})
         if (m := _NUMBERS.match(path)) and method == "GET":
@@ -64,6 +72,21 @@ class FakeTwilioRest(HttpClient):
             return self._update(self.numbers, m.group(2), data or {},
                                 {"VoiceUrl": "voice_url", "VoiceMethod": "voice_method"})
         return self._error(404, 20404, "The requested resource was not found")
+
+    def _create_call(self, data: dict[str, object]) -> Response:
+        if self.refuse_create is not None:
+            return self._error(*self.refuse_create)
+        missing = [name for name in ("To", "From") if not data.get(name)]
+        if missing:
+            return self._error(400, 21201, f"Missing required parameter {missing[0]}")
+        if ("Url" in data) == ("Twiml" in data) and "ApplicationSid" not in data:
+            return self._error(400, 21205, "Either Url, Twiml or ApplicationSid is required")
+        sid = "CA" + secrets.token_hex(16)
+        self.created.append({"Sid": sid, **data})
+        row = {"sid": sid, "account_sid": self.account_sid, "status": "queued", "to": data["To"],
+               "from": data["From"], "direction": "outbound-api"}
+        self.calls[sid] = row
+        return Response(201, json.dumps(row))
 
     def _update(self, table: dict[str, dict[str, Any]], sid: str, data: dict[str, object],
                 fields: dict[str, str]) -> Response:

@@ -1,4 +1,4 @@
-"""Twilio REST actions (transfer, hang up, attach a number) through the twilio SDK.
+"""Twilio REST actions (place a call, transfer, hang up, attach a number) through the twilio SDK.
 
 The SDK is synchronous; a call session runs these through ``run_rest`` (a worker thread with a
 timeout) so a slow Twilio API never stalls the event loop that carries every call's audio.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -35,6 +36,12 @@ def _wrap(action: str, exc: Exception) -> TwilioRestError:
     return TwilioRestError(f"{action}: {exc}")
 
 
+@dataclass(frozen=True)
+class PlacedCall:
+    sid: str
+    status: str  # Twilio's call status at creation: queued, usually
+
+
 class TwilioRest:
     """The few Twilio REST calls voicegw makes, each a single blocking SDK call."""
 
@@ -44,6 +51,36 @@ class TwilioRest:
             raise TwilioRestError("Twilio REST needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
         self._client = Client(account_sid, auth_token,
                               http_client=http_client or TwilioHttpClient(timeout=timeout_s))
+
+    def create_call(self, to: str, from_: str, *, url: str | None = None, twiml: str | None = None,
+                    machine_detection: str | None = None, amd_callback: str | None = None,
+                    status_callback: str | None = None, ring_timeout_s: int | None = None) -> PlacedCall:
+        """Dial `to` from `from_`; Twilio fetches the call's TwiML from `url` (POST) or runs `twiml`.
+
+        With `machine_detection` ("Enable" or "DetectMessageEnd") and `amd_callback`, detection is
+        asynchronous: the call connects at once and the verdict is posted to `amd_callback` later.
+        """
+        if (url is None) == (twiml is None):
+            raise ValueError("create_call needs exactly one of url and twiml")
+        kwargs: dict[str, Any] = {"to": to, "from_": from_}
+        if url is not None:
+            kwargs.update(url=url, method="POST")
+        else:
+            kwargs["twiml"] = twiml
+        if machine_detection is not None:
+            kwargs["machine_detection"] = machine_detection
+            if amd_callback is not None:
+                kwargs.update(async_amd="true", async_amd_status_callback=amd_callback,
+                              async_amd_status_callback_method="POST")
+        if status_callback is not None:
+            kwargs.update(status_callback=status_callback, status_callback_method="POST")
+        if ring_timeout_s is not None:
+            kwargs["timeout"] = ring_timeout_s
+        try:
+            call = self._client.calls.create(**kwargs)
+        except (TwilioException, OSError) as exc:
+            raise _wrap(f"call to {to}", exc) from None
+        return PlacedCall(str(call.sid), str(call.status or ""))
 
     def transfer(self, call_sid: str, target: str, announcement: str | None = None) -> None:
         """Redirect the live call to <Dial> the target (the media stream ends with it)."""
