@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from voicegw.gateway import Gateway
 from voicegw.metrics import CONTENT_TYPE
 from voicegw.telephony.endpoints import media_stream, voice_webhook
+from voicegw.telephony.warm import transfer_routes
 
 
 async def healthz(request: Request) -> Response:
@@ -51,6 +52,7 @@ def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        *transfer_routes(gateway),
     ]
     routes += extra_routes or []
     app = Starlette(routes=routes, lifespan=lifespan)

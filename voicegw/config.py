@@ -62,6 +62,56 @@ class GreetingConfig(_Strict):
     instructions: str | None = None  # or: how to greet, in the model's own words
 
 
+class VoicemailMessage(_Strict):
+    leave_message: str = Field(min_length=1, max_length=1000)  # said verbatim after the beep
+
+
+class PostCallConfig(_Strict):
+    summary: bool = False  # a short summary of the call, in the call record and call.ended
+    extract: dict[str, Any] | None = None  # a JSON Schema (type: object) the model fills from the call
+    timeout: float = 15.0  # the longest the model session stays open for them after the call
+
+    @field_validator("extract")
+    @classmethod
+    def _schema(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(v)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        if v.get("type") != "object":
+            raise ValueError('must be a JSON Schema with type: object')
+        return v
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> float:
+        secs = parse_duration(v)
+        if not 1 <= secs <= 120:
+            raise ValueError("must be between 1s and 2m")
+        return secs
+
+    @property
+    def wanted(self) -> bool:
+        return self.summary or self.extract is not None
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def placeholders(text: str | None) -> set[str]:
+    """The `{{name}}` context variables a text uses (outbound calls fill them)."""
+    return set(_PLACEHOLDER.findall(text or ""))
+
+
+def fill_placeholders(text: str, context: Mapping[str, str]) -> str:
+    """`{{name}}` -> context[name]; a variable the context lacks becomes empty text."""
+    return _PLACEHOLDER.sub(lambda m: str(context.get(m.group(1), "")), text)
+
+
 class AgentConfig(_Strict):
     name: str = "agent"
     instructions: str = "You are a helpful, concise phone support agent."
@@ -78,13 +128,28 @@ class AgentConfig(_Strict):
     language: str | None = None
     # kinds of values masked in caller and agent transcripts (cards by Luhn check)
     redact_transcripts: list[Literal["phone", "card", "email"]] = Field(default_factory=list)
+    # the call as a WAV (docs/RECORDING.md): mixed (mono) or dual (stereo: caller left, agent right)
+    recording: Literal["off", "mixed", "dual"] = "off"
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    # outbound calls answered by a machine (Twilio answering-machine detection): hang up, or
+    # {leave_message: "..."} said after the beep, then hang up
+    voicemail: Literal["hang_up"] | VoicemailMessage = "hang_up"
+    post_call: PostCallConfig = PostCallConfig()
 
     @field_validator("greeting", mode="before")
     @classmethod
     def _greeting_str(cls, v: Any) -> Any:
         if isinstance(v, str):
             return {"text": v}
+        return v
+
+    @field_validator("recording", mode="before")
+    @classmethod
+    def _recording(cls, v: Any) -> Any:
+        if v is False:  # YAML reads a bare `off` as false
+            return "off"
+        if v is True:
+            raise ValueError("expected off, mixed or dual (a bare on/yes/true reads as true: say mixed or dual)")
         return v
 
     @field_validator("max_call_duration", mode="before")
@@ -308,6 +373,7 @@ class Settings:
     overflow_number: str | None = None  # where callers go when the gateway is full or draining
     drain_timeout: float = 900.0  # on SIGTERM/SIGINT, how long live calls may go on
     replica_url: str | None = None  # this replica's own base URL, for streams relayed from other replicas
+    recordings_dir: Path | None = None  # None: <data_dir>/recordings
 
     @property
     def model_session_lifetime(self) -> float:
@@ -317,6 +383,11 @@ class Settings:
         if self.model_session_max is not None:
             return self.model_session_max
         return 1800.0 if self.model is not None and self.model.dialect == "preview" else 3600.0
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where call recordings are written and served from (VOICEGW_RECORDINGS_DIR)."""
+        return self.recordings_dir if self.recordings_dir is not None else self.data_dir / "recordings"
 
     @property
     def webhook_auth_enabled(self) -> bool:
@@ -359,6 +430,7 @@ class Settings:
             overflow_number=_phone(env, "VOICEGW_OVERFLOW_NUMBER"),
             drain_timeout=_duration(env, "VOICEGW_DRAIN_TIMEOUT", 900.0) or 900.0,
             replica_url=_base_url(env, "VOICEGW_REPLICA_URL"),
+            recordings_dir=Path(env["VOICEGW_RECORDINGS_DIR"]) if env.get("VOICEGW_RECORDINGS_DIR", "").strip() else None,
         )
         if secret_txt:
             values["stream_secret"] = secret_txt.encode()

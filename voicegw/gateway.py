@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from voicegw.call.actions import Control
 from voicegw.call.bridge import CallBridge
 from voicegw.call.core import CoreOptions
 from voicegw.calllog.entries import CallInfo, CallLogSink, NullSink
-from voicegw.config import Settings
+from voicegw.audio.hold import hold_loop
+from voicegw.config import Settings, fill_placeholders, placeholders
 from voicegw.logs import set_call_sid
 from voicegw.metrics import CallObserver, Metrics
 from voicegw.realtime.auth import NoAuth, auth_for
 from voicegw.realtime.connection import RealtimeConnection
 from voicegw.realtime.dialects import dialect_for
+from voicegw.recording.files import UnsafeCallSid, recording_path
+from voicegw.recording.recorder import Recorder
 from voicegw.telephony.rest import TwilioRest, run_rest
+from voicegw.telephony.warm import warm_control
 from voicegw.telephony.twilio import TwilioMediaCodec
 from voicegw.tracing import from_env as tracer_from_env
 from voicegw.tools.contract import ToolRunner
@@ -45,6 +51,10 @@ async def _synthesize_apology(text: str) -> str | None:
         log.warning("no apology audio for an unavailable model: %s", exc)
         return None
     return base64.b64encode(ulaw).decode("ascii") if ulaw else None
+
+
+def _fill_optional(text: str | None, context: Mapping[str, str]) -> str | None:
+    return fill_placeholders(text, context) if text else text
 
 
 class Gateway:
@@ -75,6 +85,9 @@ class Gateway:
         if rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
             self._rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token)
         self._prewarm_timers: dict[str, asyncio.TimerHandle] = {}
+        self.our_numbers: dict[str, str] = {}  # call sid -> this side's number (a warm transfer calls from it)
+        self.warm_legs: dict[str, str] = {}  # call sid -> the human's call of its warm transfer
+        self.hold_loop = hold_loop()
         self._finished_waiters: dict[str, asyncio.Event] = {}
         self._closing: set[asyncio.Task[Any]] = set()
         if settings.model is None:
@@ -146,11 +159,29 @@ class Gateway:
         return conn
 
     # --------------------------------------------------------------------------- calls
-    def create_call(self, call_sid: str, from_number: str, to_number: str) -> CallBridge:
-        """Create the call and start opening its model session (pre-warm)."""
+    def create_call(self, call_sid: str, from_number: str, to_number: str, *, agent_key: str | None = None,
+                    context: Mapping[str, str] | None = None, await_answer: bool = False,
+                    outbound: bool = False) -> CallBridge:
+        """Create the call and start opening its model session (pre-warm).
+
+        Inbound calls get the agent of the number dialed; outbound calls the agent named
+        (`agent_key`) or that of the number calling out. `context` fills the agent's `{{name}}`
+        placeholders; `await_answer`: no greeting until answering-machine detection says "human".
+        """
         set_call_sid(call_sid)  # every task of the call inherits it: its log lines carry the CallSid
-        entry = self.registry.for_number(to_number)
+        if agent_key is not None:
+            entry = self.registry.get(agent_key)
+        else:
+            entry = self.registry.for_number(from_number if outbound else to_number)
         agent = entry.agent.config
+        ctx = dict(context or {})
+        session_config = entry.session_config()
+        greeting = agent.greeting
+        voicemail = None if agent.voicemail == "hang_up" else agent.voicemail.leave_message
+        if ctx or placeholders(session_config.instructions):
+            session_config = dataclasses.replace(session_config,
+                                                 instructions=fill_placeholders(session_config.instructions, ctx))
+        fill = functools.partial(_fill_optional, context=ctx)
         tools: ToolRunner = entry.tools
         fillers = {}
         for decl in tools.declarations():
@@ -158,10 +189,10 @@ class Gateway:
             if line:
                 fillers[decl.name] = line
         opts = CoreOptions(
-            session_config=entry.session_config(),
+            session_config=session_config,
             audio_mode=agent.audio_mode,
-            greeting_text=agent.greeting.text if agent.greeting else None,
-            greeting_instructions=agent.greeting.instructions if agent.greeting else None,
+            greeting_text=fill(greeting.text) if greeting else None,
+            greeting_instructions=fill(greeting.instructions) if greeting else None,
             max_call_duration_s=agent.max_call_duration,
             fillers=fillers,
             model_session_max_s=self.settings.model_session_lifetime,
@@ -169,18 +200,37 @@ class Gateway:
             overflow_number=self.settings.overflow_number,
             unavailable_audio_b64=self.unavailable_audio_b64,
             redact_transcripts=tuple(agent.redact_transcripts),
+            await_answer=await_answer,
+            voicemail_message=fill(voicemail),
+            post_call_summary=agent.post_call.summary,
+            post_call_schema=agent.post_call.extract,
+            post_call_timeout_s=agent.post_call.timeout,
+            hold_loop_ulaw=self.hold_loop,
         )
         info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=agent.name,
                         started_at=time.time())
         call = CallBridge(info, entry.key, opts, self.codec, tools, self._sink, self,
-                          functools.partial(self.open_model, call_sid=call_sid), latency=self.metrics)
+                          functools.partial(self.open_model, call_sid=call_sid), latency=self.metrics,
+                          recorder=self._recorder(call_sid, agent.recording))
         self.calls[call_sid] = call
+        self.our_numbers[call_sid] = from_number if outbound else to_number
         self._idle.clear()
         self.metrics.call_started()
         self._count_active()
         self._sink.call_started(info)
         call.begin()
         return call
+
+    def _recorder(self, call_sid: str, mode: str) -> Recorder | None:
+        """The call's recorder when its agent records calls (`recording: mixed | dual`)."""
+        if mode == "off":
+            return None
+        try:
+            path = recording_path(self.settings.recordings_path, call_sid)
+        except UnsafeCallSid:
+            log.warning("call %r: not recorded: the CallSid cannot name a file", call_sid)
+            return None
+        return Recorder(path, "dual" if mode == "dual" else "mixed", call_sid)
 
     # ------------------------------------------------------------------------ admission
     @property
@@ -207,13 +257,17 @@ class Gateway:
         log.warning("call %s refused: %s (%d calls, max %d)", call_sid, why, len(self.calls), self.settings.max_calls)
         return why
 
-    def prewarm(self, call_sid: str, from_number: str, to_number: str) -> CallBridge | None:
+    def prewarm(self, call_sid: str, from_number: str, to_number: str, *, agent_key: str | None = None,
+                context: Mapping[str, str] | None = None, await_answer: bool = False,
+                outbound: bool = False) -> CallBridge | None:
         """Pre-warm the call's model session (once per CallSid, ever: a retried webhook keeps the
-        session already warming, and a call whose stream was taken is never created again)."""
+        session already warming, and a call whose stream was taken is never created again).
+        The keyword arguments are those of `create_call` (outbound calls)."""
         existing = self.calls.get(call_sid)
         if existing is not None or call_sid in self._spent:
             return existing
-        call = self.create_call(call_sid, from_number, to_number)
+        call = self.create_call(call_sid, from_number, to_number, agent_key=agent_key, context=context,
+                                await_answer=await_answer, outbound=outbound)
         loop = asyncio.get_running_loop()
         self._prewarm_timers[call_sid] = loop.call_later(self.settings.prewarm_timeout, self._expire, call_sid)
         self._count_active()
@@ -279,6 +333,29 @@ class Gateway:
             await run_rest(self._rest.transfer, call_sid, control.target, control.announcement, timeout_s=10)
         elif control.kind == "hangup":
             await run_rest(self._rest.hang_up, call_sid, timeout_s=10)
+        elif control.kind in ("warm_transfer", "join_transfer", "cancel_transfer"):
+            await warm_control(self, self._rest, call_sid, control)
+
+    def our_number(self, call_sid: str) -> str:
+        """This side's number on the call (the one dialed, or the one calling out)."""
+        return self.our_numbers.get(call_sid, "")
+
+    def answered_by(self, call_sid: str, answered_by: str, detection_ms: int | None = None) -> bool:
+        """Twilio's answering-machine verdict for an outbound call; False when the call is not here."""
+        call = self.calls.get(call_sid)
+        if call is None:
+            return False
+        call.answered_by(answered_by, detection_ms)
+        return True
+
+    def transfer_status(self, call_sid: str, status: str) -> bool:
+        """The human's leg of the call's warm transfer changed (Twilio CallStatus); False when the
+        call is not here."""
+        call = self.calls.get(call_sid)
+        if call is None:
+            return False
+        call.transfer_status(status)
+        return True
 
     async def wait_finished(self, call_sid: str, timeout: float) -> None:
         """Wait until the call has ended and released everything (for tools and tests)."""
@@ -294,6 +371,8 @@ class Gateway:
             waiter.set()
         if self.calls.get(call.info.call_sid) is call:
             del self.calls[call.info.call_sid]
+            self.our_numbers.pop(call.info.call_sid, None)
+            self.warm_legs.pop(call.info.call_sid, None)
             self.metrics.call_ended(call.end_reason or "ended")
             self._count_active()
             if not self.calls:

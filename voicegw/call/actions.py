@@ -66,9 +66,10 @@ class Control:
     """Out-of-stream call control through the provider's REST API. It reaches the provider before
     the media stream is closed (closing a <Connect><Stream> ends the call first)."""
 
-    kind: str  # transfer | hangup
+    kind: str  # transfer | hangup | warm_transfer (dial the human) | join_transfer (bridge the caller)
     target: str | None = None
-    announcement: str | None = None
+    announcement: str | None = None  # transfer: said to the person answering; warm: the call's summary
+    timeout_s: float | None = None  # warm_transfer: how long the human's phone may ring
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,17 @@ class EndCall:
     Always the last action the core ever returns."""
 
     reason: str  # caller_hangup | agent_hangup | transferred | max_duration | model_unavailable | model_closed
-    #              | bad_frames | telephony_lost | ...
+    #              | bad_frames | telephony_lost | voicemail | ...
+    linger_s: float = 0.0  # keep the live model link this long for an answer still due (AsideDone)
 
 
-Action = Union[ToCaller, ToModel, Log, RunTool, CancelTools, UseAgent, Control, OpenModel, CloseModel, EndCall]
+@dataclass(frozen=True)
+class AsideDone:
+    """The side question the call was waiting for (post-call summary) has its answer: the model
+    link need not linger."""
+
+    purpose: str
+
+
+Action = Union[ToCaller, ToModel, Log, RunTool, CancelTools, UseAgent, Control, OpenModel, CloseModel, EndCall,
+               AsideDone]

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from voicegw.call.actions import (
-    Action, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
+    Action, AsideDone, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel,
+    UseAgent,
 )
 from voicegw.call.core import CallCore, CoreOptions
 from voicegw.call.probe import CallProbe, LatencySink
 from voicegw.call.writer import Writer
 from voicegw.calllog.entries import CallInfo, CallLogSink
 from voicegw.realtime import events as ev
+from voicegw.recording.recorder import Recorder
 from voicegw.telephony import base as tel
 from voicegw.tools.contract import ToolContext, ToolOutcome, ToolRunner
 
@@ -85,6 +87,7 @@ class CallBridge:
         open_model: Callable[[float | None], Awaitable["RealtimeConnection"]],
         clock: Callable[[], float] = time.monotonic,
         latency: LatencySink | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.info = info
         self.agent_key = agent_key
@@ -113,6 +116,9 @@ class CallBridge:
         # frames of a sampled model event are being queued for the caller
         self._probe = CallProbe(latency, clock) if latency is not None else None
         self._caller_t0: float | None = None
+        self._recorder = recorder  # the call's recording (voicegw.recording), None when off
+        self._linger_s = 0.0  # after the call: how long the model link may stay for the post-call answer
+        self._aside_done = asyncio.Event()
 
     # ------------------------------------------------------------------------------ tasks
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -174,9 +180,12 @@ class CallBridge:
             link.task = self._spawn(self._run_link(link, act.delay_s, act.timeout_s), f"model:{act.link}")
         elif isinstance(act, CloseModel):
             self._close_link(act.link)
+        elif isinstance(act, AsideDone):
+            self._aside_done.set()
         elif isinstance(act, EndCall):
             if not self.ended.is_set():
                 self.end_reason = act.reason
+                self._linger_s = act.linger_s
                 self.ended.set()
                 self._timer_wake.set()
                 self._spawn(self._finish(), "finish")
@@ -189,10 +198,21 @@ class CallBridge:
             return  # no stream yet: the core holds audio until the stream starts
         if type(intent) is tel.ClearPlayback:
             writer.purge()  # frames not yet sent are part of what is being cleared
+        if self._recorder is not None:
+            self._record_to_caller(intent)
         text = self.codec.encode(self._stream_sid, intent)
         writer.put(text)
         if self._caller_t0 is not None and type(intent) is tel.PlayAudio:
             self._probe.down.track(text, self._caller_t0)  # type: ignore[union-attr]
+
+    def _record_to_caller(self, intent: tel.StreamIntent) -> None:
+        """What the caller is about to hear (or no longer will), for the recording."""
+        rec = self._recorder
+        assert rec is not None
+        if type(intent) is tel.PlayAudio:
+            rec.agent(self.clock(), intent.payload_b64)
+        elif type(intent) is tel.ClearPlayback:
+            rec.clear(self.clock())
 
     def _to_model(self, act: ToModel) -> None:
         link = self._links.get(act.link)
@@ -294,9 +314,13 @@ class CallBridge:
         send = ws.send_text if self._probe is None else self._probe.down.wrap(ws.send_text)
         self._caller = Writer(send, self._caller_failed, name=f"{self.info.call_sid}:caller-out",
                               timeout_s=SEND_TIMEOUT_S)
+        if self._recorder is not None:  # stream time 0: before the held greeting is sent
+            self._recorder.start(self.clock())
         self.perform(self.core.on_stream(start, self.clock()))
 
     def on_frame(self, event: tel.StreamEvent) -> None:
+        if self._recorder is not None and type(event) is tel.CallerAudio:
+            self._recorder.caller(self.clock(), event.timestamp_ms, event.payload_b64)
         probe = self._probe
         if probe is not None and probe.up.due():
             return self._on_frame_timed(event, probe)
@@ -359,6 +383,14 @@ class CallBridge:
             self.perform(self.core.on_control_failed(act.kind, str(exc), self.clock()))
 
     # ----------------------------------------------------------------------- ending
+    def answered_by(self, answered_by: str, detection_ms: int | None = None) -> None:
+        """Twilio's answering-machine verdict for this outbound call."""
+        self.perform(self.core.on_answered_by(answered_by, self.clock(), detection_ms))
+
+    def transfer_status(self, status: str) -> None:
+        """The provider's report on the human's leg of a warm transfer."""
+        self.perform(self.core.on_transfer_status(status, self.clock()))
+
     def drain(self, transfer_to: str | None = None) -> None:
         """The gateway is draining and this call outlived it: goodbye, then hang up or transfer."""
         self.perform(self.core.on_drain(self.clock(), transfer_to))
@@ -369,18 +401,25 @@ class CallBridge:
 
     async def _finish(self) -> None:
         """After EndCall: let control reach the provider, then close everything and report."""
+        ended = self.clock()  # the recording ends here, not after the sockets have closed
         try:
             if self._control_tasks:  # a transfer must reach the provider before the stream closes
                 await asyncio.wait(self._control_tasks, timeout=CONTROL_TIMEOUT_S + 1)
             if self._caller is not None:
                 await self._caller.drain(DRAIN_TIMEOUT_S)
                 self._caller.close()
-            for n in list(self._links):
-                self._close_link(n)
             if self.ws is not None:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(CLOSE_TIMEOUT_S):
                         await self.ws.close(code=1000)
+            if self._linger_s > 0:  # the post-call summary/extraction, off the caller's time
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger_s):
+                        await self._aside_done.wait()
+                if not self._aside_done.is_set():
+                    self.perform(self.core.post_call_timed_out(self.clock()))
+            for n in list(self._links):
+                self._close_link(n)
         finally:
             current = asyncio.current_task()
             tasks = [t for t in list(self._tasks) if t is not current]
@@ -389,9 +428,21 @@ class CallBridge:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._closers:  # model sockets closing (bounded each by CLOSE_TIMEOUT_S)
                 await asyncio.wait(self._closers, timeout=CLOSE_TIMEOUT_S + 1)
+            if self._recorder is not None:
+                self._finish_recording(ended)
             self.sink.call_ended(self.info.call_sid, self.end_reason or "ended", time.time())
             self.closed.set()
             self.hooks.call_finished(self)
+
+    def _finish_recording(self, ended: float) -> None:
+        """Close the recording and tell the call log about it (before the call's end)."""
+        try:
+            summary = self._recorder.close(ended)  # type: ignore[union-attr]
+            if summary is not None:
+                for entry in summary.log_entries(self.info.call_sid, time.time()):
+                    self.sink.event(self.info.call_sid, entry)
+        except Exception:  # noqa: BLE001 - the call's end is reported whatever happens here
+            log.exception("call %s: finishing the recording failed", self.info.call_sid)
 
     async def aclose(self, reason: str = "gateway_shutdown", timeout_s: float = 30.0) -> None:
         """End the call if it is still going and wait until everything is released."""

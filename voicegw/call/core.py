@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from voicegw.audio.transcode import CallerToModel, ModelToCaller
 from voicegw.call.actions import (
     Action, CancelTools, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
 from voicegw.call.agentaudio import AgentAudio
+from voicegw.call.answering import Answering
+from voicegw.call.asides import POST_CALL, Aside, Asides
 from voicegw.call.badframes import FLOOD_PER_SECOND, FLOOD_SECONDS, BadFrameMeter
 from voicegw.call.bargein import BargeIn
 from voicegw.call.history import History
@@ -34,6 +37,7 @@ from voicegw.call.responses import OUT_OF_BAND, ResponseBook
 from voicegw.call.sessions import ModelSessions
 from voicegw.call.tooling import ToolBook
 from voicegw.call.transcript import Transcripts
+from voicegw.call.transfer import WarmState, WarmTransfer
 from voicegw.calllog.entries import CallLogEntry
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
@@ -66,9 +70,16 @@ class CoreOptions:
     overflow_number: str | None = None  # where a call goes when no model session can be had
     unavailable_audio_b64: str | None = None  # mu-law 8 kHz apology played when giving up
     redact_transcripts: tuple[str, ...] = ()  # phone | card | email, masked in logged transcripts
+    await_answer: bool = False  # outbound with answering-machine detection: greet once it says "human"
+    answer_timeout_s: float = 35.0  # no verdict by then (from the stream's start): greet anyway
+    voicemail_message: str | None = None  # said to an answering machine after the beep; None: hang up
+    post_call_summary: bool = False  # ask the model for a summary when the call ends
+    post_call_schema: dict[str, Any] | None = None  # ... and to fill this JSON Schema from the call
+    post_call_timeout_s: float = 15.0
+    hold_loop_ulaw: bytes = b""  # hold music (8 kHz mu-law, >= 1 s, looped) during a warm transfer
 
 
-class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
+class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answering, WarmTransfer):
     def __init__(self, opts: CoreOptions, now: float, wall_offset: float = 0.0):
         self.opts = opts
         self.config = opts.session_config
@@ -104,6 +115,12 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
         self._transcripts: OrderedDict[str, tuple[str, str, bool]] = OrderedDict()  # item -> (role, text, cut)
         self._filler_sent_for: set[str] = set()
         self._standby_expires: float | None = None
+        self.asides: dict[str, Aside] = {}  # side questions to the model awaiting their answer
+        self.answer: str | None = "waiting" if opts.await_answer else None  # waiting | human | machine
+        self.answer_due: float | None = None
+        self.warm: WarmState | None = None
+        self.hold_loop = opts.hold_loop_ulaw if len(opts.hold_loop_ulaw) >= 8000 else b""
+        self.gated = opts.await_answer  # caller audio is kept from the model (unanswered, on hold)
 
     # ------------------------------------------------------------------------------ helpers
     def _log(self, kind: str, now: float, /, **data: object) -> Log:
@@ -144,12 +161,15 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
             return []
         if type(e) is tel.CallerAudio:
             link = self.link
-            link.caller_frame(e.payload_b64)
-            if not link.ready:
-                link.held.append(e.payload_b64)
-                return []
-            audio = self.to_model.convert(e.payload_b64)
-            acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+            if self.gated:
+                acts = []
+            else:
+                link.caller_frame(e.payload_b64)
+                if not link.ready:
+                    link.held.append(e.payload_b64)
+                    return []
+                audio = self.to_model.convert(e.payload_b64)
+                acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
             playout = self.playout
             if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
                 acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
@@ -158,6 +178,8 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
             self.playout.acked(e.name, now)
             if self.exit:
                 return self._maybe_exit(now)
+            if self.warm is not None:
+                return self._warm_progress(now)
             return self._maybe_roll_over(now) if self.link.standby_ready else []
         if isinstance(e, tel.StreamStarted):
             return self._stream_started(e, now)
@@ -191,6 +213,8 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
         acts: list[Action] = [self._log("stream.started", now, stream_sid=e.stream_sid, tracks=list(e.tracks),
                                         custom_parameters=params)]
         acts += self._flush_pre_stream(now)
+        if self.awaiting_answer:
+            self.answer_due = now + self.opts.answer_timeout_s
         if self.exit is not None and self.exit.hold_for_stream_s is not None:
             # given up before the stream started: the apology plays from now on
             self.exit.deadline = now + self.exit.hold_for_stream_s
@@ -212,10 +236,14 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
 
     # -------------------------------------------------------------------------- model events
     def on_model(self, e: ev.ServerEvent, now: float, link: int) -> list[Action]:
-        if self.ended:
-            return []
+        if self.ended:  # only the post-call answer is still awaited
+            return (self._aside_event(e, now) or []) if link == self.link.live else []
         if link != self.link.live:
             return self._other_link_event(e, now, link)
+        if self.asides:
+            aside = self._aside_event(e, now)
+            if aside is not None:
+                return aside
         kind = type(e)
         if kind is ev.AudioDelta:
             return self._audio_delta(e, now)  # type: ignore[arg-type]
@@ -331,6 +359,8 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
             self._turn_open = False
         r.done(e.response_id)
         self._capped.discard(e.response_id)
+        if self.warm is not None and kind != "filler":
+            self._warm_response_done()
         if self.exit is not None:
             self.exit.response_done(e.response_id)
         self.tools.response_finished(e.response_id)
@@ -361,6 +391,8 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
                 self._create_response(acts)
         if self.exit:
             acts += self._maybe_exit(now)
+        elif self.warm is not None:
+            acts += self._warm_progress(now)
         elif self.link.standby_ready:
             acts += self._maybe_roll_over(now)
         return acts
@@ -386,6 +418,8 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
         if isinstance(eff, HangUp):
             self.tools.followup_sent()  # nothing more to say: leave once the queued audio played
             acts += self._begin_exit(Control("hangup"), "agent_hangup", now, goodbye=False)
+        elif isinstance(eff, Transfer) and eff.mode == "warm":
+            acts += self._warm_begin(eff, now)  # the follow-up response tells the caller
         elif isinstance(eff, Transfer):
             # the follow-up response is the goodbye; transfer once it has been heard
             acts += self._begin_exit(Control("transfer", eff.target, eff.announcement), "transferred", now, goodbye=True)
@@ -416,8 +450,13 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
         return acts + self.end(plan.reason, now)
 
     def on_control_failed(self, kind: str, error: str, now: float) -> list[Action]:
-        """A transfer or hang-up request to the provider failed (the call ends all the same)."""
-        return [self._log("error", now, source="gateway", message=f"{kind} failed: {error}", code="control_failed")]
+        """A transfer or hang-up request to the provider failed (the call ends all the same; a warm
+        transfer that could not be dialed returns the caller to the agent)."""
+        acts: list[Action] = [self._log("error", now, source="gateway", message=f"{kind} failed: {error}",
+                                        code="control_failed")]
+        if kind == "warm_transfer" and self.on_hold:
+            acts += self._warm_failed("failed", now)
+        return acts
 
     def on_telephony_lost(self, reason: str, now: float) -> list[Action]:
         return self.end(reason, now)
@@ -435,7 +474,11 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
         acts.append(self._log("call.ended", now, reason=reason, duration_s=round(now - self.started_at, 3),
                               barge_ins=self.barge_ins, reconnects=self.link.reconnects,
                               rollovers=self.link.rollovers, bad_frames=self.bad_frames.total))
-        acts.append(EndCall(reason))
+        self.asides.clear()  # side questions of the call itself are moot now
+        asked = self._ask_post_call(now)
+        acts += asked
+        linger = self.opts.post_call_timeout_s if POST_CALL in self.asides else 0.0
+        acts.append(EndCall(reason, linger))
         return acts
 
     # ------------------------------------------------------------------------------ timers
@@ -445,6 +488,7 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
             times = [self._dtmf_due, self.exit.deadline, ml.connect_deadline]
         else:
             times = [self._dtmf_due, self.started_at + self.opts.max_call_duration_s, ml.connect_deadline,
+                     self.answer_due, self._warm_due() if self.warm is not None else None,
                      (None if ml.overdue else ml.hard_at) if ml.standby_ready else
                      (ml.soft_at if not ml.opening else None)]
         due = [t for t in times if t is not None]
@@ -466,8 +510,12 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
             acts += self._connect_overdue(now)
             if self.ended:
                 return acts
+        if self.answer_due is not None and now >= self.answer_due:
+            acts += self._answer_overdue(now)
         if self.exit is None and now >= self.started_at + self.opts.max_call_duration_s:
             acts += self._time_limit(now)
+        if self.warm is not None and self.exit is None:
+            acts += self._warm_tick(now)
         if self.exit is not None:
             return acts + self._maybe_exit(now)
         ml = self.link
@@ -509,7 +557,7 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts):
     def _greet(self) -> list[Action]:
         """Greet as soon as the model is ready: before the stream starts (pre-warm), the greeting's
         audio waits here and plays the moment the stream opens."""
-        if self.greeted:
+        if self.greeted or self.awaiting_answer:
             return []
         self.greeted = True
         if self.opts.greeting_text:

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from voicegw.localmodel.recall import forced_call
 from voicegw.localmodel.toolfill import fill_arguments, stem, tool_score, words_of
 
 FALLBACK = "Sorry, could you repeat that?"
@@ -157,13 +158,17 @@ def decide(
     instructions: str | None,
     items: list[dict[str, Any]],
     tools: list[dict[str, Any]],
-    tool_choice: str = "auto",
+    tool_choice: Any = "auto",
     today: _dt.date | None = None,
 ) -> Reply:
     exact = verbatim_request(instructions)
     if exact is not None:
         return Speech(exact)
     turns = [t for t in turns_of(items) if t.kind != "system"]
+    if isinstance(tool_choice, dict):  # {"type": "function", "name": ...}: that function, now
+        name = str(tool_choice.get("name"))
+        arguments = forced_call(name, tools, turns, today or _dt.date.today())
+        return ToolCall(name, arguments) if arguments is not None else Speech(FALLBACK)
     if turns and turns[-1].kind == "tool_output":
         return Speech(summarize_tool_output(turns[-1].text))
     last_user = next((t for t in reversed(turns) if t.kind == "user"), None)

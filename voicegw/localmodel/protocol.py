@@ -352,8 +352,7 @@ class RealtimeProtocol:
                 still.append((run, context))
                 continue
             reply = brain.decide(instructions=run.params.instructions, items=context, tools=run.params.tools,
-                                 tool_choice=run.params.tool_choice if isinstance(run.params.tool_choice, str)
-                                 else "auto")
+                                 tool_choice=run.params.tool_choice)
             if run.start(reply):
                 self._jobs.append(SynthesisJob(run.id, run.text, run.params.output_format))
         self._waiting = still

@@ -427,6 +427,12 @@ class Dialect:
         if cmd.modalities is not None:
             key, value = self._modalities(cmd.modalities)
             r[key] = value
+        if cmd.tools is not None:
+            r["tools"] = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
+                          for t in cmd.tools]
+        if cmd.tool_choice is not None:
+            r["tool_choice"] = cmd.tool_choice if cmd.tool_choice in _TOOL_CHOICE_MODES \
+                else {"type": "function", "name": cmd.tool_choice}
         return {"type": "response.create", "response": r} if r else {"type": "response.create"}
 
     def __repr__(self) -> str:

@@ -86,6 +86,8 @@ class CreateResponse:
     metadata: dict[str, str] | None = None
     input: tuple[dict[str, Any], ...] | None = None
     modalities: tuple[str, ...] | None = None  # None: the session's
+    tools: tuple[ToolDecl, ...] | None = None  # None: the session's
+    tool_choice: str | None = None  # auto | none | required | a function name (forces it); None: the session's
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ class TwilioRest:
 
     def create_call(self, to: str, from_: str, *, url: str | None = None, twiml: str | None = None,
                     machine_detection: str | None = None, amd_callback: str | None = None,
-                    status_callback: str | None = None, ring_timeout_s: int | None = None) -> PlacedCall:
+                    status_callback: str | None = None, ring_timeout_s: int | None = None,
+                    status_events: tuple[str, ...] | None = None) -> PlacedCall:
         """Dial `to` from `from_`; Twilio fetches the call's TwiML from `url` (POST) or runs `twiml`.
 
         With `machine_detection` ("Enable" or "DetectMessageEnd") and `amd_callback`, detection is
@@ -74,6 +75,8 @@ class TwilioRest:
                               async_amd_status_callback_method="POST")
         if status_callback is not None:
             kwargs.update(status_callback=status_callback, status_callback_method="POST")
+            if status_events:
+                kwargs["status_callback_event"] = list(status_events)
         if ring_timeout_s is not None:
             kwargs["timeout"] = ring_timeout_s
         try:
@@ -89,6 +92,25 @@ class TwilioRest:
             self._client.calls(call_sid).update(twiml=twiml)
         except (TwilioException, OSError) as exc:
             raise _wrap(f"transfer of {call_sid} to {target}", exc) from None
+
+    def redirect(self, call_sid: str, twiml: str) -> None:
+        """Give the live call new TwiML (its media stream, if any, ends)."""
+        try:
+            self._client.calls(call_sid).update(twiml=twiml)
+        except (TwilioException, OSError) as exc:
+            raise _wrap(f"update of {call_sid}", exc) from None
+
+    def cancel(self, call_sid: str) -> None:
+        """Stop a call that may still be ringing (canceled) or already answered (completed)."""
+        try:
+            self._client.calls(call_sid).update(status="canceled")
+        except TwilioRestException:
+            try:
+                self._client.calls(call_sid).update(status="completed")
+            except (TwilioException, OSError) as exc:
+                raise _wrap(f"cancel of {call_sid}", exc) from None
+        except (TwilioException, OSError) as exc:
+            raise _wrap(f"cancel of {call_sid}", exc) from None
 
     def hang_up(self, call_sid: str) -> None:
         try:

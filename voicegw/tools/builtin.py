@@ -36,6 +36,16 @@ class TransferHandler:
         return HandlerInfo("builtin:transfer_call", f"-> {self.spec.target}")
 
     async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> HandlerResult:
+        spec = self.spec
+        if spec.mode == "warm":
+            return HandlerResult(
+                {
+                    "status": "connecting",
+                    "instruction": "Tell the caller in one short sentence that you are connecting them to a "
+                    "colleague and they will hear music while they wait, then stop talking.",
+                },
+                Transfer(spec.target, spec.announcement, "warm", spec.timeout),
+            )
         return HandlerResult(
             {
                 "status": "transferring",

@@ -23,6 +23,8 @@ class Transfer:
 
     target: str  # E.164 number or sip: URI
     announcement: str | None = None
+    mode: str = "cold"  # cold: redirect the call | warm: hold, brief the human, then bridge
+    timeout_s: float = 30.0  # warm: how long the human's phone may ring
 
 
 @dataclass(frozen=True)

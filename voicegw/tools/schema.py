@@ -72,6 +72,16 @@ class TransferSpec(_Strict):
     name: Literal["transfer_call"]
     target: str  # E.164 number or sip: URI; may be ${ENV_VAR}
     announcement: str | None = None  # said to the person answering, before the caller is connected
+    mode: Literal["cold", "warm"] = "cold"  # warm: caller on hold, the human hears a summary first
+    timeout: float = 30.0  # warm: how long the human's phone may ring before the caller returns
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> float:
+        secs = parse_duration(v)
+        if not 5 <= secs <= 120:
+            raise ValueError("must be between 5s and 2m")
+        return secs
 
 
 class HangUpSpec(_Strict):
