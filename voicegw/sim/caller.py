@@ -53,8 +53,12 @@ class SimulatedCaller:
                  from_number: str = "+15550100001", to_number: str = "+15550100002",
                  tamper_parameters: Callable[[dict[str, str]], dict[str, str]] | None = None,
                  stream_call_sid: str | None = None, clock: FrameClock | None = None,
-                 http_timeout_s: float = 10.0, open_timeout_s: float = 10.0, close_timeout_s: float = 5.0) -> None:
+                 http_timeout_s: float = 10.0, open_timeout_s: float = 10.0, close_timeout_s: float = 5.0,
+                 webhook_url: str | None = None, direction: str = "inbound") -> None:
         self.url = url.rstrip("/")
+        # the whole voice webhook URL, query included (an outbound call's carries its grant)
+        self.webhook_url = webhook_url or self.url + "/twilio/voice"
+        self.direction = direction
         self.start_frame: dict[str, Any] | None = None  # the `start` frame sent, once sent
         self.audio = audio or AudioSchedule.silence()
         self.auth_token = auth_token
@@ -115,9 +119,10 @@ class SimulatedCaller:
                        asyncio.create_task(self._send_audio(), name=f"sim-send-{self.call_sid}")]
 
     async def _webhook(self) -> StreamTarget:
-        webhook = self.url + "/twilio/voice"
+        webhook = self.webhook_url
+        status = "ringing" if self.direction == "inbound" else "in-progress"  # outbound: it was answered
         form = {"CallSid": self.call_sid, "AccountSid": self.account_sid, "From": self.from_number,
-                "To": self.to_number, "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+                "To": self.to_number, "CallStatus": status, "Direction": self.direction, "ApiVersion": "2010-04-01"}
         headers = {}
         if self.auth_token:
             token = self.auth_token[::-1] + "forged" if self.forge_signature else self.auth_token
@@ -190,6 +195,15 @@ class SimulatedCaller:
             while clock.now() - self._t0 - (self._playout.audio_end_s or 0.0) < ms / 1000:
                 if self._done.is_set():
                     raise SimCallError("call ended while waiting for silence")
+                await clock.wait_tick()
+
+    async def wait_until(self, at_s: float, timeout: float) -> None:
+        """Wait until ``at_s`` seconds into the stream, on the clock that paces the audio."""
+        clock = self._require_clock()
+        async with asyncio.timeout(timeout):
+            while clock.now() - self._t0 < at_s:
+                if self._done.is_set():
+                    raise SimCallError("call ended while waiting")
                 await clock.wait_tick()
 
     async def wait_closed(self, timeout: float) -> CallResult:
