@@ -22,7 +22,13 @@ Entry kinds (data fields):
   reconnect         {attempt, ok, error?, reason?}
   rollover          {phase: started|switched|failed, session_age_s, items, forced}
   agent.switched    {agent}
+  recording.ready   {mode: mixed|dual, channels, duration_s, bytes, url, content_type, complete?: false}
+                    the call's recording is finished (logged just before the call ends)
+  amd               {answered_by, detection_ms, waited}  outbound: Twilio's answering-machine verdict
+  transfer          {mode: warm, phase: started|dialing|bridged|not_answered, target, summary?, status?}
   call.ended        {reason, duration_s, barge_ins, reconnects, rollovers}
+  post_call         {summary?, extraction?, extraction_valid?, extraction_errors?, error?, duration_ms}
+                    after call.ended: the model's post-call answer (agent YAML post_call)
 """
 from __future__ import annotations
 

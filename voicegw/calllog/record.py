@@ -30,8 +30,32 @@ def build_record(summary: dict[str, Any], events: list[dict[str, Any]]) -> dict[
     record["dtmf"] = [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "dtmf"]
     record["reconnects"] = [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "reconnect"]
     record["waterfall"] = waterfall(events)
+    record["recording"] = recording(events)
+    record.update(call_outcome(events))
     record.update(list_stats(events))
     return record
+
+
+def recording(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The call's recording as `recording.ready` described it (url, mode, channels, duration_s,
+    bytes, content_type), or None when the call was not recorded."""
+    ready = [e for e in events if e["kind"] == "recording.ready"]
+    return dict(ready[-1]["data"]) if ready else None
+
+
+def call_outcome(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the call came to beyond its transcript: the post-call summary and extraction (with
+    whether the extraction met its schema), the answering-machine verdict, warm transfer steps."""
+    post = [e["data"] for e in events if e["kind"] == "post_call"]
+    last = dict(post[-1]) if post else {}
+    amd = [e["data"] for e in events if e["kind"] == "amd"]
+    return {
+        "summary": last.get("summary"),
+        "extraction": last.get("extraction"),
+        "post_call": last or None,
+        "answered_by": amd[-1].get("answered_by") if amd else None,
+        "transfers": [dict(e["data"], t=e["t"]) for e in events if e["kind"] == "transfer"],
+    }
 
 
 def percentile(values: Iterable[float], p: float) -> float | None:

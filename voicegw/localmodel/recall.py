@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 from typing import Any
 
-from voicegw.localmodel.toolfill import fill_arguments
+from voicegw.localmodel.toolfill import fill_arguments, stem, words_of
 
 SUMMARY_NAMES = frozenset({"summary", "synopsis", "recap"})
 MAX_SUMMARY = 400
@@ -43,8 +43,9 @@ def _fill(schema: dict[str, Any], said: str, summary: str, today: _dt.date) -> d
             args[name] = summary
         elif kind == "object":
             args[name] = _fill(spec, said, summary, today)
-        elif kind == "boolean" and name not in args:
-            args[name] = any(w in said.lower().split() for w in name.lower().split("_"))
+        elif kind == "boolean":  # true when the caller said the field's words ("callback", "requested")
+            said_words = {stem(w) for w in words_of(said)}
+            args[name] = all(stem(w) in said_words for w in words_of(name.replace("_", " ")))
     return args
 
 

@@ -15,6 +15,7 @@ a transfer nobody takes returns the caller to the same conversation with its con
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -72,12 +73,13 @@ async def warm_control(gw: Gateway, rest: TwilioRest, call_sid: str, control: Co
             raise RuntimeError("a warm transfer needs VOICEGW_PUBLIC_URL (Twilio reports the human's leg there)")
         grant = mint_grant(gw.settings.stream_secret,
                            new_grant("transfer", time.time(), gw.owner, context={"call_sid": call_sid}))
-        placed = await run_rest(
+        dial = functools.partial(
             rest.create_call, control.target, gw.our_number(call_sid), twiml=briefing_twiml(control.announcement or "", room),
             status_callback=f"{base}/twilio/transfer?outbound={grant}", status_events=STATUS_EVENTS,
-            ring_timeout_s=int(control.timeout_s or 30), timeout_s=REST_TIMEOUT_S)
-        gw.warm_legs[call_sid] = placed.call_sid
-        log.info("call %s: warm transfer is dialing %s (%s)", call_sid, control.target, placed.call_sid)
+            ring_timeout_s=int(control.timeout_s or 30))
+        placed = await run_rest(dial, timeout_s=REST_TIMEOUT_S)
+        gw.warm_legs[call_sid] = placed.sid
+        log.info("call %s: warm transfer is dialing %s (%s)", call_sid, control.target, placed.sid)
     elif control.kind == "join_transfer":
         await run_rest(rest.redirect, call_sid, join_twiml(room), timeout_s=REST_TIMEOUT_S)
     elif control.kind == "cancel_transfer":
