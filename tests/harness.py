@@ -20,6 +20,7 @@ import uvicorn
 from voicegw.config import Settings
 from voicegw.gateway import Gateway
 from voicegw.server import assemble
+from voicegw.telephony.rest import TwilioRest
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 LONG_GREETING = (
@@ -68,8 +69,12 @@ async def running_gateway(
     env: dict[str, str] | None = None,
     database_url: str | None = None,
     signed: bool = True,
+    public_url: bool = False,
+    rest: TwilioRest | None = None,
     **overrides: Any,
 ) -> AsyncIterator[GatewayHandle]:
+    """`public_url`: VOICEGW_PUBLIC_URL is the gateway's own address (outbound calls need one);
+    `rest`: the Twilio REST client (e.g. over tests.fake_twilio_rest)."""
     with tempfile.TemporaryDirectory(prefix="voicegw-test-") as tmp:
         environ = {"VOICEGW_OPERATOR_TOKENS": OPERATOR_TOKEN}
         if signed:
@@ -85,10 +90,12 @@ async def running_gateway(
             routing_path = Path(routing)
         port = free_port()
         overrides.setdefault("dev_mode", not signed)
+        if public_url:
+            overrides.setdefault("public_url", f"http://127.0.0.1:{port}")
         settings = Settings.from_env(
             environ, host="127.0.0.1", port=port, data_dir=Path(tmp), agent_path=agent_path,
             routing_path=routing_path, database_url=database_url, **overrides)
-        assembled = await assemble(settings)
+        assembled = await assemble(settings, rest=rest)
         config = uvicorn.Config(assembled.app, host="127.0.0.1", port=port, log_level="warning",
                                 lifespan="on", ws_per_message_deflate=False)
         server = uvicorn.Server(config)

@@ -56,10 +56,14 @@ def startup_warnings(settings: Settings) -> list[str]:
 
 
 async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = None, worker: str = "w0",
-                   peers_dir: str | None = None) -> Assembled:
-    """Validate configuration (raises ConfigError), open the call log, build the app."""
+                   peers_dir: str | None = None, rest: Any = None) -> Assembled:
+    """Validate configuration (raises ConfigError), open the call log, build the app. `rest` is the
+    Twilio REST client (voicegw.telephony.rest.TwilioRest), made from the settings if omitted."""
     from voicegw.calllog.service import open_calllog
+    from voicegw.console.auth import OperatorAuth
     from voicegw.console.routes import console_routes
+    from voicegw.telephony.outbound import outbound_routes
+    from voicegw.telephony.rest import TwilioRest
     from voicegw.tools.routing import AgentRegistry
 
     registry = registry or AgentRegistry.load(settings)
@@ -67,8 +71,11 @@ async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = N
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         calllog = await open_calllog(settings.db_url)
-    gateway = Gateway(settings, registry, calllog, worker=worker, peers_dir=peers_dir)
-    app = create_app(gateway, console_routes(calllog, settings))
+    if rest is None and settings.twilio_account_sid and settings.twilio_auth_token:
+        rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token)
+    gateway = Gateway(settings, registry, calllog, rest=rest, worker=worker, peers_dir=peers_dir)
+    auth = OperatorAuth(settings)  # one credential throttle for every /api route
+    app = create_app(gateway, console_routes(calllog, settings, auth=auth) + outbound_routes(gateway, auth, rest))
     app.state.calllog = calllog
     return Assembled(app, gateway, calllog)
 

@@ -98,20 +98,27 @@ class _Secured:
         await self.app(scope, receive, send_with_headers)
 
 
-def console_routes(calllog: CallLogService, settings: Settings,
-                   throttle: AuthThrottle | None = None) -> list[BaseRoute]:
-    """`throttle` is the failed-credential throttle to use (a fresh one with default limits if
-    omitted); passing one lets its limits and clock be chosen."""
-    auth = OperatorAuth(settings, throttle)
+def api_denied(auth: OperatorAuth, request: Request) -> Response | None:
+    """None when the request carries a valid operator credential; else the JSON refusal every
+    /api route answers (401 with WWW-Authenticate, 403, or 429 with Retry-After)."""
+    verdict = auth.check(request)
+    if verdict.allowed:
+        return None
+    headers = {"WWW-Authenticate": 'Bearer realm="voicegw"'} if verdict.status == 401 else {}
+    if verdict.retry_after:
+        headers["Retry-After"] = str(verdict.retry_after)
+    return json_response({"error": verdict.message}, verdict.status, headers)
 
-    def api_denied(request: Request) -> Response | None:
-        verdict = auth.check(request)
-        if verdict.allowed:
-            return None
-        headers = {"WWW-Authenticate": 'Bearer realm="voicegw"'} if verdict.status == 401 else {}
-        if verdict.retry_after:
-            headers["Retry-After"] = str(verdict.retry_after)
-        return json_response({"error": verdict.message}, verdict.status, headers)
+
+def console_routes(calllog: CallLogService, settings: Settings,
+                   throttle: AuthThrottle | None = None, auth: OperatorAuth | None = None) -> list[BaseRoute]:
+    """`throttle` is the failed-credential throttle to use (a fresh one with default limits if
+    omitted); passing one lets its limits and clock be chosen. `auth`, when given, is shared with
+    other /api routes (voicegw.telephony.outbound), so failures anywhere count toward one lockout."""
+    auth = auth or OperatorAuth(settings, throttle)
+
+    def denied(request: Request) -> Response | None:
+        return api_denied(auth, request)
 
     def ui_denied(request: Request) -> Response | None:
         verdict = auth.check(request)
@@ -131,8 +138,8 @@ def console_routes(calllog: CallLogService, settings: Settings,
         return Response(verdict.message, verdict.status, headers, media_type="text/plain")
 
     async def list_calls(request: Request) -> Response:
-        if (denied := api_denied(request)) is not None:
-            return denied
+        if (refusal := denied(request)) is not None:
+            return refusal
         qp = request.query_params
         try:
             rows, nxt = await calllog.store.list_calls(
@@ -150,8 +157,8 @@ def console_routes(calllog: CallLogService, settings: Settings,
         return json_response({"calls": rows, "next_cursor": nxt})
 
     async def get_call(request: Request) -> Response:
-        if (denied := api_denied(request)) is not None:
-            return denied
+        if (refusal := denied(request)) is not None:
+            return refusal
         sid = request.path_params["sid"]
         rec = await calllog.store.get_call(sid)
         if rec is None:
@@ -163,8 +170,8 @@ def console_routes(calllog: CallLogService, settings: Settings,
         return json_response(rec, 200, headers)
 
     async def get_overview(request: Request) -> Response:
-        if (denied := api_denied(request)) is not None:
-            return denied
+        if (refusal := denied(request)) is not None:
+            return refusal
         qp = request.query_params
         try:
             until = _time_param(qp.get("until"), "until") or time.time()
@@ -177,8 +184,8 @@ def console_routes(calllog: CallLogService, settings: Settings,
         return json_response(await calllog.store.overview(since, until), 200, {"Cache-Control": "no-store"})
 
     async def live(request: Request) -> Response:
-        if (denied := api_denied(request)) is not None:
-            return denied
+        if (refusal := denied(request)) is not None:
+            return refusal
         return live_response(request, calllog, SECURITY_HEADERS)
 
     async def console_index(request: Request) -> Response:

@@ -13,9 +13,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegw.call.bridge import CallBridge
+from voicegw.config import Settings
 from voicegw.gateway import STREAM_TOKEN_REUSED, Gateway
 from voicegw.logs import set_call_sid
 from voicegw.telephony import base as tel
+from voicegw.telephony.forward import forward_hops, forward_webhook
+from voicegw.telephony.grants import GrantError, OutboundGrant, verify_grant
 from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
 from voicegw.telephony.relay import MAX_HOPS, RELAY_HEADER, relay, relay_target
 from voicegw.telephony.twilio import build_connect_twiml, build_overflow_twiml, public_request_url, validate_signature
@@ -43,19 +46,40 @@ def _stream_url(public: str) -> str:
     return urlunsplit((scheme, parts.netloc, "/twilio/media", "", ""))
 
 
-async def voice_webhook(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
-    settings = gw.settings
+async def twilio_form(request: Request, settings: Settings, what: str) -> tuple[str, dict[str, str]] | Response:
+    """The public URL Twilio requested and the POSTed form of a Twilio webhook whose signature
+    holds (query included: Twilio signs the whole URL), or the refusal to answer with."""
     form = await request.form()
     params = {k: str(v) for k, v in form.multi_items()}
     url = public_request_url(str(request.url), request.headers, settings.public_url)
     if settings.twilio_auth_token:
         if not validate_signature(settings.twilio_auth_token, url, params, request.headers.get("X-Twilio-Signature")):
-            log.warning("voice webhook: bad or missing X-Twilio-Signature for %s", url)
+            log.warning("%s: bad or missing X-Twilio-Signature for %s", what, url.split("?")[0])
             return PlainTextResponse("invalid Twilio signature", status_code=403)
     elif not settings.dev_mode:
         return PlainTextResponse(
             "webhooks are refused: TWILIO_AUTH_TOKEN is not set (set it, or run in dev mode)", status_code=403)
+    return url, params
+
+
+async def voice_webhook(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    settings = gw.settings
+    checked = await twilio_form(request, settings, "voice webhook")
+    if isinstance(checked, Response):
+        return checked
+    url, params = checked
+    grant: OutboundGrant | None = None
+    if "outbound" in request.query_params:  # a call placed by POST /api/calls (voicegw.telephony.outbound)
+        try:
+            grant = verify_grant(settings.stream_secret, request.query_params["outbound"], "voice", time.time())
+        except GrantError as exc:
+            log.warning("voice webhook refused: %s", exc)
+            return PlainTextResponse("invalid outbound grant", status_code=403)
+        forwarded = await forward_webhook(url, params, request.headers.get("X-Twilio-Signature"), grant.owner,
+                                          gw.owner, gw.peers_dir, forward_hops(request.headers))
+        if forwarded is not None:  # the process that placed the call answered
+            return forwarded
     call_sid = params.get("CallSid", "")
     if not call_sid:
         return PlainTextResponse("CallSid is required", status_code=400)
@@ -64,7 +88,15 @@ async def voice_webhook(request: Request) -> Response:
     if refused is not None:  # full or draining: no model session is opened
         return Response(build_overflow_twiml(settings.overflow_number), media_type="application/xml")
     token = mint_stream_token(settings.stream_secret, call_sid, settings.stream_token_ttl, time.time(), gw.owner)
-    gw.prewarm(call_sid, from_number, to_number)
+    if grant is None:
+        gw.prewarm(call_sid, from_number, to_number)
+    else:
+        agent_key = grant.agent
+        if agent_key is not None and agent_key not in gw.registry.entries:  # the agents changed since
+            log.warning("outbound call %s: agent %r is gone; the calling number's agent takes it", call_sid, agent_key)
+            agent_key = None
+        gw.prewarm(call_sid, from_number, to_number, agent_key=agent_key, context=grant.context,
+                   await_answer=grant.await_answer, outbound=True)
     twiml = build_connect_twiml(
         _stream_url(url), {"From": from_number, "To": to_number, "CallSid": call_sid, "token": token})
     return Response(twiml, media_type="application/xml")
