@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ class FakeTwilioRest(HttpClient):
     requests: list[Recorded] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)  # form fields of each Calls create
     refuse_create: tuple[int, int, str] | None = None  # (status, code, message) to answer a create with
+    # called with each created call's fields (from the SDK's worker thread): a test playing Twilio
+    # hands it to its event loop to have the call answered
+    on_create: Callable[[dict[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         HttpClient.__init__(self, logging.getLogger("fake_twilio_rest"), False, 5)
@@ -83,6 +87,8 @@ class FakeTwilioRest(HttpClient):
             return self._error(400, 21205, "Either Url, Twiml or ApplicationSid is required")
         sid = "CA" + secrets.token_hex(16)
         self.created.append({"Sid": sid, **data})
+        if self.on_create is not None:
+            self.on_create(self.created[-1])
         row = {"sid": sid, "account_sid": self.account_sid, "status": "queued", "to": data["To"],
                "from": data["From"], "direction": "outbound-api"}
         self.calls[sid] = row

@@ -1,4 +1,4 @@
-"""`voicegw serve | call | check-config | calls ... | localmodel | twilio attach`."""
+"""`voicegw serve | call | dial | check-config | calls ... | localmodel | twilio attach`."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,12 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return asyncio.run(run_call(args))
 
 
+def _cmd_dial(args: argparse.Namespace) -> int:
+    from voicegw.dial.cli import run as run_dial
+
+    return asyncio.run(run_dial(args))
+
+
 def _cmd_calls(args: argparse.Namespace) -> int:
     from voicegw.calllog.cli import run
 
@@ -120,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     from voicegw.sim.cli import add_parser as add_call_parser
 
     add_call_parser(sub).set_defaults(func=_cmd_call)
+
+    from voicegw.dial.cli import add_parser as add_dial_parser
+
+    add_dial_parser(sub).set_defaults(func=_cmd_dial)
 
     from voicegw.calllog.cli import add_parser as add_calls_parser
 
