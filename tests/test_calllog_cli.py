@@ -35,7 +35,8 @@ async def svc(tmp_path):
     s.event("CANEW", CallLogEntry("transcript", now - 29, {"role": "caller", "item_id": "a", "text": "I need a refund"}))
     s.event("CANEW", CallLogEntry("tool.call", now - 28, {"call_id": "c1", "name": "refund", "arguments": '{"order": 7}'}))
     await s.flush()
-    yield s, Settings.from_env({"VOICEGW_DATABASE_URL": url, "VOICEGW_OPERATOR_TOKENS": TOKEN})
+    yield s, Settings.from_env({"VOICEGW_DATABASE_URL": url, "VOICEGW_OPERATOR_TOKENS": TOKEN,
+                                "VOICEGW_RECORDINGS_DIR": str(tmp_path / "recordings")})
     await s.aclose()
 
 

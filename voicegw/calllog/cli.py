@@ -1,8 +1,10 @@
 """`voicegw calls list | show SID | tail [SID] | prune --older-than 30d`: the call log in a terminal.
 
 list, show and prune read the store directly (VOICEGW_DATABASE_URL, or the SQLite file under
-the data directory). tail follows a running gateway's live stream with `--url` (the token from
-`--token` or VOICEGW_OPERATOR_TOKEN(S)), or else polls the store for new events.
+the data directory). prune also removes the recordings (VOICEGW_RECORDINGS_DIR) of the calls it
+removes, and any older recording whose call is no longer in the call log. tail follows a running
+gateway's live stream with `--url` (the token from `--token` or VOICEGW_OPERATOR_TOKEN(S)), or else
+polls the store for new events.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import httpx
 
 from voicegw.calllog.store import open_store, sqlite_path
 from voicegw.config import Settings, parse_duration
+from voicegw.recording.files import prune_recordings
 
 POLL_S = 0.5
 HTTP_TIMEOUT = httpx.Timeout(10.0, read=60.0)
@@ -43,7 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     tail.add_argument("--url", help="a running gateway's base URL (default: poll the database)")
     tail.add_argument("--token", help="operator token for --url (default: VOICEGW_OPERATOR_TOKEN)")
     tail.add_argument("--count", type=int, default=0, help="stop after this many events (0: follow forever)")
-    prune = sub.add_parser("prune", help="delete ended calls older than a duration")
+    prune = sub.add_parser("prune", help="delete ended calls older than a duration, and their recordings")
     prune.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
     return p
 
@@ -88,6 +91,12 @@ async def run(args: argparse.Namespace, settings: Settings, out: TextIO | None =
                 return 2
             n = await store.prune(seconds)
             print(f"pruned {n} call(s) that ended more than {args.older_than} ago", file=out)
+
+            async def call_exists(sid: str) -> bool:
+                return await store.get_call(sid, with_events=False) is not None
+
+            removed = await prune_recordings(settings.recordings_path, seconds, call_exists)
+            print(f"removed {removed} recording(s) of calls no longer in the call log", file=out)
             return 0
         raise ValueError(f"unknown calls command {cmd!r}")
     finally:

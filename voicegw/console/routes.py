@@ -2,6 +2,7 @@
 
     GET  /api/calls            list (status, number, agent, since, until, q, limit, cursor)
     GET  /api/calls/{sid}      full record; ?download=1 as an attachment
+    GET  /api/calls/{sid}/recording   the call's recording (audio/wav, HTTP Range; 404 when none)
     GET  /api/live             live events (SSE); ?call=SID for one call
     GET  /api/overview         calls per hour, p50/p95 turn latency, tool error rate, end reasons
                                (since, until; default the last 24 hours)
@@ -28,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,10 +39,11 @@ from voicegw.config import Settings
 from voicegw.console.auth import COOKIE, COOKIE_TTL_S, OperatorAuth, Verdict
 from voicegw.console.live import live_response
 from voicegw.console.throttle import AuthThrottle
+from voicegw.recording.files import CONTENT_TYPE as RECORDING_TYPE, find_recording, recording_url
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "media-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -163,11 +165,25 @@ def console_routes(calllog: CallLogService, settings: Settings,
         rec = await calllog.store.get_call(sid)
         if rec is None:
             return json_response({"error": "no such call"}, 404)
+        if rec.get("recording") is None and find_recording(settings.recordings_path, sid) is not None:
+            # a call cut off by a stopped gateway: its recording holds what was written until then
+            rec["recording"] = {"url": recording_url(sid), "content_type": RECORDING_TYPE, "complete": False}
         headers = {"Cache-Control": "no-store"}
         if request.query_params.get("download") in ("1", "true", "yes"):
             safe = re.sub(r"[^A-Za-z0-9_-]", "_", sid)[:80]
             headers["Content-Disposition"] = f'attachment; filename="call-{safe}.json"'
         return json_response(rec, 200, headers)
+
+    async def get_recording(request: Request) -> Response:
+        if (refusal := denied(request)) is not None:
+            return refusal
+        sid = request.path_params["sid"]
+        path = find_recording(settings.recordings_path, sid)
+        if path is None:
+            return json_response({"error": "no recording for this call"}, 404, {"Cache-Control": "no-store"})
+        return FileResponse(path, media_type=RECORDING_TYPE, filename=f"call-{sid}.wav",
+                            content_disposition_type="inline",
+                            headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
     async def get_overview(request: Request) -> Response:
         if (refusal := denied(request)) is not None:
@@ -238,6 +254,7 @@ def console_routes(calllog: CallLogService, settings: Settings,
     return [
         Route("/api/calls", list_calls, methods=["GET"]),
         Route("/api/calls/{sid}", get_call, methods=["GET"]),
+        Route("/api/calls/{sid}/recording", get_recording, methods=["GET"]),
         Route("/api/live", live, methods=["GET"]),
         Route("/api/overview", get_overview, methods=["GET"]),
         Route("/", root, methods=["GET"]),

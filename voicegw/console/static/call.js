@@ -19,6 +19,8 @@ const responseStarts = [];  // times of response.started
 const waterfall = [];  // [{stopped, started, firstAudio, latency, node}]
 let startedAt = null;
 let summary = null;
+let recording = null;  // {url, ...} from the call's recording.ready event
+let probedRecording = false;  // an interrupted call's recording looked for once
 const callerLines = [];  // [{t, text}]: each belongs to the last turn whose speech ended before it
 
 document.getElementById("sid").textContent = sid;
@@ -37,10 +39,19 @@ function showSummary() {
   showRecording();
 }
 
-// The call's recording, when a record has one ({url, content_type}); nothing otherwise.
+// The call's recording, when a record has one ({url, content_type}); nothing otherwise. A call
+// cut off by a stopped gateway logged no recording.ready: its partial file is looked for once.
 function showRecording() {
   const box = document.getElementById("recording");
-  const rec = summary && summary.recording;
+  const rec = recording || (summary && summary.recording);
+  if (!rec && summary && summary.status === "interrupted" && !probedRecording) {
+    probedRecording = true;
+    const url = "/api/calls/" + encodeURIComponent(sid) + "/recording";
+    fetch(url, { method: "HEAD", credentials: "same-origin" }).then((resp) => {
+      if (resp.ok && !recording) { recording = { url: url }; showRecording(); }
+    }).catch(() => {});
+    return;
+  }
   if (!rec || !rec.url || box.childElementCount) return;
   const audio = el("audio");
   audio.controls = true;
@@ -238,6 +249,7 @@ function addEvent(ev) {
   if (ev.kind === "barge_in") addBargeIn(ev);
   if (ev.kind === "tool.call") addToolCall(ev);
   if (ev.kind === "tool.result") addToolResult(ev);
+  if (ev.kind === "recording.ready" && d.url) { recording = d; showRecording(); }
   if (ev.kind === "call.ended" && summary) { summary.status = "completed"; showSummary(); }
 }
 
