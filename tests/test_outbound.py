@@ -20,6 +20,8 @@ from voicegw.telephony.grants import verify_grant
 from voicegw.telephony.rest import TwilioRest, TwilioRestError
 from voicegw.telephony.twilio import sign
 
+pytestmark = pytest.mark.e2e
+
 AC = "AC" + "a" * 32
 TOKEN = "0123456789abcdef0123456789abcdef"
 

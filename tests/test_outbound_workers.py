@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
+import pytest
 import uvicorn
 
 from tests.fake_twilio_rest import FakeTwilioRest
@@ -21,6 +22,8 @@ from voicegw.config import Settings
 from voicegw.server import Assembled, assemble
 from voicegw.sim.callee import SimulatedCallee, person_audio
 from voicegw.telephony.rest import TwilioRest
+
+pytestmark = pytest.mark.e2e
 
 
 @contextlib.asynccontextmanager

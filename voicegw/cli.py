@@ -76,9 +76,9 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
 
 def _cmd_dial(args: argparse.Namespace) -> int:
-    from voicegw.dial.cli import run as run_dial
+    from voicegw.dial.cli import run_sync
 
-    return asyncio.run(run_dial(args))
+    return run_sync(args)
 
 
 def _cmd_calls(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ follow a campaign's calls), with the operator token from --token or VOICEGW_OPER
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import sys
@@ -75,6 +76,15 @@ def _context(pairs: list[str]) -> dict[str, str]:
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    """`voicegw dial`; Ctrl-C stops a campaign between steps (its state file is always current)."""
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to go on where it stopped", file=sys.stderr)
+        return 130
 
 
 async def run(args: argparse.Namespace) -> int:

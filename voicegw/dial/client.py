@@ -70,9 +70,12 @@ class GatewayClient:
             raise DialRefused(f"{self.url} not reachable: {exc.__class__.__name__}: {exc}") from None
         if resp.status_code != 201:
             raise DialRefused(_error(resp), resp.status_code)
-        data = resp.json()
-        return Placed(str(data["call_sid"]), str(data.get("status", "")), str(data.get("agent", "")),
-                      tuple(data.get("missing_context") or ()))
+        try:
+            data = resp.json()
+            return Placed(str(data["call_sid"]), str(data.get("status", "")), str(data.get("agent", "")),
+                          tuple(data.get("missing_context") or ()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DialRefused(f"HTTP 201 without a call SID: {resp.text[:200]}", 201) from None
 
     async def record(self, call_sid: str) -> dict[str, Any] | None:
         """The call's record, or None while the gateway has none (the phone is still ringing)."""
@@ -84,5 +87,8 @@ class GatewayClient:
             return None
         if resp.status_code != 200:
             raise DialRefused(_error(resp), resp.status_code)
-        record = resp.json()
+        try:
+            record = resp.json()
+        except ValueError:
+            raise DialRefused(f"GET /api/calls/{call_sid}: not JSON: {resp.text[:200]}", 200) from None
         return record if isinstance(record, dict) else None
