@@ -308,3 +308,61 @@ async def test_every_console_page(browser: Browser, tmp_path: Path) -> None:
             await page.close()
     finally:
         await svc.aclose()
+
+
+async def test_call_page_plays_the_recording(browser: Browser, tmp_path: Path) -> None:
+    """A recorded call's page has a player, and the console's CSP lets Chromium load the WAV; an
+    interrupted call's partial recording is offered too."""
+    import base64
+
+    from voicegw.recording.files import recording_path
+    from voicegw.recording.recorder import Recorder
+
+    svc = await open_calllog(f"sqlite:///{tmp_path / 'c.db'}")
+    errors: list[str] = []
+    rec_dir = tmp_path / "recordings"
+    try:
+        t0 = time.time() - 60
+        svc.call_started(CallInfo("CAREC1", "MZR1", "+15550005555", "+15559990000", "support", t0))
+        rec = Recorder(recording_path(rec_dir, "CAREC1"), "dual", "CAREC1")
+        rec.start(0.0)
+        rec.agent(0.1, base64.b64encode(bytes([0x20]) * 4000).decode())
+        summary = rec.close(1.5)
+        assert summary is not None
+        for entry in summary.log_entries("CAREC1", t0 + 2):
+            svc.event("CAREC1", entry)
+        svc.call_ended("CAREC1", "caller_hangup", t0 + 2)
+        # a call whose gateway died mid-call: no recording.ready, a file that was never closed
+        svc.call_started(CallInfo("CAREC2", "MZR2", "+15550005555", "+15559990000", "support", t0))
+        crashed = Recorder(recording_path(rec_dir, "CAREC2"), "mixed", "CAREC2")
+        crashed.start(0.0)
+        for ms in range(0, 3000, 20):
+            crashed.caller(ms / 1000, ms, base64.b64encode(bytes([0x20]) * 160).decode())
+        await svc.flush()
+        assert await svc.store.mark_interrupted(stale_before=time.time() + 1) == 1
+        settings = Settings.from_env({"VOICEGW_RECORDINGS_DIR": str(rec_dir)}, operator_tokens=(TOKEN,))
+        async with serve_console(svc, settings) as base:
+            page = await browser.new_page()
+            page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+            await login(page, base, TOKEN)
+            await page.goto(base + "/console/calls/CAREC1", timeout=WAIT_MS)
+            audio = page.locator("#recording audio")
+            await audio.wait_for(timeout=WAIT_MS)
+            assert await audio.get_attribute("src") == "/api/calls/CAREC1/recording"
+            duration = await audio.evaluate("""a => new Promise(done => {
+                a.addEventListener("loadedmetadata", () => done(a.duration));
+                a.addEventListener("error", () => done(-1));
+                a.preload = "auto";
+                a.load();
+            })""")
+            assert duration == pytest.approx(1.5, abs=0.01)
+            await page.goto(base + "/console/calls/CAREC2", timeout=WAIT_MS)
+            await page.locator("#recording audio").wait_for(timeout=WAIT_MS)
+            record = await (await page.request.get(base + "/api/calls/CAREC2")).json()
+            assert record["recording"] == {"url": "/api/calls/CAREC2/recording", "content_type": "audio/wav",
+                                           "complete": False}
+            assert errors == [], "the console's CSP refused something"
+            await page.close()
+        crashed.close(3.0)
+    finally:
+        await svc.aclose()
