@@ -21,6 +21,8 @@ import pytest
 
 import voicegw.recording.recorder as recorder_module
 from voicegw.audio.g711 import ulaw_to_pcm16
+from voicegw.call.actions import ToCaller
+from voicegw.call.bridge import CallBridge
 from voicegw.calllog import cli
 from voicegw.calllog.entries import CallInfo
 from voicegw.calllog.service import open_calllog
@@ -29,7 +31,11 @@ from voicegw.recording.files import (
     UnsafeCallSid, find_recording, prune_recordings, recording_path, recording_url, safe_sid,
 )
 from voicegw.recording.recorder import Recorder
+from voicegw.telephony import base as tel
+from voicegw.telephony.twilio import TwilioMediaCodec
 from voicegw.yamlsrc import ConfigError
+
+from tests.test_bridge import CALL_SID, Call, assert_ended_once, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SID = "CA" + "0123456789abcdef" * 2
@@ -277,6 +283,57 @@ def test_ready_entry_describes_the_recording(tmp_path: Path) -> None:
     assert rec.close(2.0) is None, "closed once"
     assert Recorder(tmp_path / "never.wav", "mixed").close(1.0) is None, "a call whose stream never started"
     assert not (tmp_path / "never.wav").exists()
+
+
+# ------------------------------------------------------------------------------ in the bridge
+
+def recorded_call(recorder: Recorder, clock: list[float]) -> Call:
+    """tests.test_bridge's fake call, with a recorder and a clock the test moves."""
+    call = Call()
+    call.bridge = CallBridge(call.bridge.info, "front", call.bridge.core.opts, TwilioMediaCodec(), call.tools,
+                             call.sink, call.hooks, call.model.open,  # type: ignore[arg-type]
+                             clock=lambda: clock[0], recorder=recorder)
+    return call
+
+
+async def drive(call: Call, clock: list[float]) -> None:
+    """Stream start at 100 s; agent audio at 0.5 s, cleared at 1.0 s; caller frames 0-2 s; the end at 2 s."""
+    clock[0] = 100.0
+    await call.start()
+    clock[0] = 100.5
+    call.bridge.perform([ToCaller(tel.PlayAudio(b64(tone(A, 1000))))])
+    await call.pulse.until(lambda: call.ws.frames, "the agent audio sent to the caller")
+    for ms in range(0, 2000, 20):
+        clock[0] = 100.0 + ms / 1000
+        if ms == 1000:
+            call.bridge.perform([ToCaller(tel.ClearPlayback())])
+        call.bridge.on_frame(tel.CallerAudio(b64(tone(X, 20)), ms))
+    clock[0] = 102.0
+    call.bridge.shutdown("gateway_shutdown")
+    await call.wait_closed()
+
+
+async def test_the_bridge_records_the_call_and_logs_it_before_the_record_closes(tmp_path: Path) -> None:
+    clock = [0.0]
+    call = recorded_call(Recorder(tmp_path / f"{CALL_SID}.wav", "dual", CALL_SID), clock)
+    await drive(call, clock)
+    assert_ended_once(call, "gateway_shutdown")  # recording.ready included: logged before the record closed
+    (ready,) = call.sink.of("recording.ready")
+    assert ready.data["duration_s"] == 2.0 and ready.data["url"] == f"/api/calls/{CALL_SID}/recording"
+    _, pcm = read(tmp_path / f"{CALL_SID}.wav")
+    np.testing.assert_array_equal(pcm[:, 0], expect(2.0, (0.0, 2.0, X)))
+    np.testing.assert_array_equal(pcm[:, 1], expect(2.0, (0.5, 1.0, A)))
+
+
+async def test_a_recording_that_fails_leaves_the_call_and_its_record_whole(tmp_path: Path) -> None:
+    blocker = tmp_path / "recordings"
+    blocker.write_text("a file where the directory should be")
+    clock = [0.0]
+    call = recorded_call(Recorder(blocker / f"{CALL_SID}.wav", "dual", CALL_SID), clock)
+    await drive(call, clock)
+    assert_ended_once(call, "gateway_shutdown")
+    assert "recording_failed" in call.sink.codes() and not call.sink.of("recording.ready")
+    assert wire(tel.PlayAudio(b64(tone(A, 1000)))) in call.ws.frames, "the caller still heard the agent"
 
 
 # ------------------------------------------------------------------------------ files

@@ -23,7 +23,7 @@ Entry kinds (data fields):
   rollover          {phase: started|switched|failed, session_age_s, items, forced}
   agent.switched    {agent}
   recording.ready   {mode: mixed|dual, channels, duration_s, bytes, url, content_type, complete?: false}
-                    the call's recording is finished (logged just before the call ends)
+                    the call's recording is finished (logged before the record closes)
   amd               {answered_by, detection_ms, waited}  outbound: Twilio's answering-machine verdict
   transfer          {mode: warm, phase: started|dialing|bridged|not_answered, target, summary?, status?}
   call.ended        {reason, duration_s, barge_ins, reconnects, rollovers}
