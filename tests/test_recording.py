@@ -141,6 +141,16 @@ def test_caller_frames_land_at_their_timestamps_whatever_order_they_arrive_in(tm
     assert not pcm[:, 1].any(), "the agent said nothing"
 
 
+def test_a_frame_stamped_far_ahead_of_the_stream_is_not_believed(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "r.wav", "mixed")
+    rec.start(0.0)
+    rec.caller(0.5, 10 ** 12, b64(tone(X, 20)))  # a timestamp 31 years in: nothing is allocated for it
+    rec.caller(0.52, 500, "not base64!")  # a payload that does not decode: silence
+    summary = rec.close(1.0)
+    assert summary is not None and summary.duration_s == 1.0
+    assert not read(tmp_path / "r.wav")[1].any()
+
+
 def test_mixed_is_one_channel_holding_caller_and_agent(tmp_path: Path) -> None:
     rec = Recorder(tmp_path / "r.wav", "mixed")
     rec.start(0.0)

@@ -55,6 +55,14 @@ _LAG = int(LAG_S * RATE)
 _AHEAD = int(MAX_AHEAD_S * RATE)
 
 
+@dataclass(slots=True)
+class _Chunk:
+    """Agent audio scheduled in the provider's playout buffer from stream sample `start`."""
+
+    start: int
+    ulaw: bytes
+
+
 @dataclass(frozen=True)
 class RecordingSummary:
     """A finished recording, as the call log and the API describe it."""
@@ -104,7 +112,7 @@ class Recorder:
         self._wav: wave.Wave_write | None = None
         self._base = 0  # stream position (samples) of the first sample not yet written
         self._caller = bytearray()  # mu-law from _base on; SILENCE where nothing arrived
-        self._agent: deque[list[object]] = deque()  # [start sample, mu-law bytes], in order
+        self._agent: deque[_Chunk] = deque()  # in playout order, none overlapping
         self._agent_end = 0  # where the provider's playout buffer runs dry
         self._closed = False
 
@@ -166,7 +174,7 @@ class Recorder:
             head = self._now(now)
             start = max(head, self._agent_end, self._base)
             if ulaw and start + len(ulaw) <= head + _AHEAD:
-                self._agent.append([start, ulaw])
+                self._agent.append(_Chunk(start, ulaw))
                 self._agent_end = start + len(ulaw)
             self._maybe_flush(head)
         except Exception as exc:  # noqa: BLE001
@@ -178,13 +186,10 @@ class Recorder:
             return
         cut = max(self._now(now), self._base)
         chunks = self._agent
-        while chunks and chunks[-1][0] >= cut:  # type: ignore[operator]
+        while chunks and chunks[-1].start >= cut:
             chunks.pop()
-        if chunks:
-            start, ulaw = chunks[-1]
-            keep = cut - start  # type: ignore[operator]
-            if keep < len(ulaw):  # type: ignore[arg-type]
-                chunks[-1][1] = ulaw[:keep]  # type: ignore[index]
+        if chunks and chunks[-1].start + len(chunks[-1].ulaw) > cut:
+            chunks[-1].ulaw = chunks[-1].ulaw[:cut - chunks[-1].start]
         self._agent_end = min(self._agent_end, cut)
 
     def close(self, now: float) -> RecordingSummary | None:
@@ -234,16 +239,16 @@ class Recorder:
         agent = bytearray([SILENCE]) * n
         chunks = self._agent
         while chunks:
-            start, ulaw = chunks[0]
-            a = start - self._base  # type: ignore[operator]
+            chunk = chunks[0]
+            a = chunk.start - self._base
             if a >= n:
                 break
-            take = min(len(ulaw), n - a)  # type: ignore[arg-type]
-            agent[a:a + take] = ulaw[:take]  # type: ignore[index]
-            if take == len(ulaw):  # type: ignore[arg-type]
+            take = min(len(chunk.ulaw), n - a)
+            agent[a:a + take] = chunk.ulaw[:take]
+            if take == len(chunk.ulaw):
                 chunks.popleft()
-            else:
-                chunks[0] = [end, ulaw[take:]]  # type: ignore[index]
+            else:  # the rest plays after `end`
+                chunk.start, chunk.ulaw = end, chunk.ulaw[take:]
         c = audioop.ulaw2lin(caller, WIDTH)
         g = audioop.ulaw2lin(bytes(agent), WIDTH)
         if self.channels == 1:
