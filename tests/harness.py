@@ -20,6 +20,7 @@ import uvicorn
 from voicegw.config import Settings
 from voicegw.gateway import Gateway
 from voicegw.server import assemble
+from voicegw.telephony.fastmedia import MediaUpgrade
 from voicegw.telephony.rest import TwilioRest
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -97,7 +98,7 @@ async def running_gateway(
             routing_path=routing_path, database_url=database_url, **overrides)
         assembled = await assemble(settings, rest=rest)
         config = uvicorn.Config(assembled.app, host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="on", ws_per_message_deflate=False)
+                                lifespan="on", ws_per_message_deflate=False, ws=MediaUpgrade)
         server = uvicorn.Server(config)
         task = asyncio.ensure_future(server.serve())
         try:

@@ -12,6 +12,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+
+from voicegw.telephony.fastmedia import MediaUpgrade
 from starlette.applications import Starlette
 
 from voicegw import logs
@@ -62,6 +64,7 @@ async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = N
     from voicegw.calllog.service import open_calllog
     from voicegw.console.auth import OperatorAuth
     from voicegw.console.routes import console_routes
+    from voicegw.events.dispatcher import attach_events
     from voicegw.telephony.outbound import outbound_routes
     from voicegw.telephony.rest import TwilioRest
     from voicegw.tools.routing import AgentRegistry
@@ -75,6 +78,7 @@ async def assemble(settings: Settings, *, registry: Any = None, calllog: Any = N
         rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token)
     gateway = Gateway(settings, registry, calllog, rest=rest, worker=worker, peers_dir=peers_dir)
     auth = OperatorAuth(settings)  # one credential throttle for every /api route
+    await attach_events(calllog, settings, gateway.metrics, registry.entries.values())  # VOICEGW_EVENTS_URL
     app = create_app(gateway, console_routes(calllog, settings, auth=auth) + outbound_routes(gateway, auth, rest))
     app.state.calllog = calllog
     return Assembled(app, gateway, calllog)
@@ -154,6 +158,7 @@ async def serve(settings: Settings, *, log_level: str = "info", sockets: list[so
     config = uvicorn.Config(
         assembled.app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
         ws_max_size=WS_MAX_BYTES, ws_per_message_deflate=False, proxy_headers=True,
+        ws=MediaUpgrade,  # /twilio/media on picows, other WebSocket paths on uvicorn's own
         forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
         timeout_graceful_shutdown=10, access_log=False,
         log_config=logs.uvicorn_log_config(),  # no handlers of its own: voicegw's format (voicegw.logs)

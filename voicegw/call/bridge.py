@@ -28,7 +28,7 @@ from voicegw.call.actions import (
 )
 from voicegw.call.core import CallCore, CoreOptions
 from voicegw.call.probe import CallProbe, LatencySink
-from voicegw.call.writer import Writer
+from voicegw.call.writer import DirectWriter, Writer
 from voicegw.calllog.entries import CallInfo, CallLogSink
 from voicegw.realtime import events as ev
 from voicegw.recording.recorder import Recorder
@@ -99,7 +99,7 @@ class CallBridge:
         self.hooks = hooks
         self._open_model = open_model
         self.ws: MediaSocket | None = None
-        self._caller: Writer[str] | None = None
+        self._caller: Writer[str] | DirectWriter[str] | None = None
         self._stream_sid = ""
         self._links: dict[int, _Link] = {}
         self.ended = asyncio.Event()  # the core ended the call
@@ -201,9 +201,9 @@ class CallBridge:
         if self._recorder is not None:
             self._record_to_caller(intent)
         text = self.codec.encode(self._stream_sid, intent)
-        writer.put(text)
         if self._caller_t0 is not None and type(intent) is tel.PlayAudio:
             self._probe.down.track(text, self._caller_t0)  # type: ignore[union-attr]
+        writer.put(text)
 
     def _record_to_caller(self, intent: tel.StreamIntent) -> None:
         """What the caller is about to hear (or no longer will), for the recording."""
@@ -311,9 +311,16 @@ class CallBridge:
             call_sid=self.info.call_sid, stream_sid=start.stream_sid, from_number=self.info.from_number,
             to_number=self.info.to_number, agent=self.info.agent, started_at=self.info.started_at,
         )
-        send = ws.send_text if self._probe is None else self._probe.down.wrap(ws.send_text)
-        self._caller = Writer(send, self._caller_failed, name=f"{self.info.call_sid}:caller-out",
-                              timeout_s=SEND_TIMEOUT_S)
+        send_now = getattr(ws, "send_now", None)
+        if send_now is not None:  # a socket that writes without waiting (voicegw.telephony.fastmedia)
+            if self._probe is not None:
+                send_now = self._probe.down.wrap_sync(send_now)
+            self._caller = DirectWriter(send_now, ws.buffered, self._caller_failed,  # type: ignore[attr-defined]
+                                        name=f"{self.info.call_sid}:caller-out")
+        else:
+            send = ws.send_text if self._probe is None else self._probe.down.wrap(ws.send_text)
+            self._caller = Writer(send, self._caller_failed, name=f"{self.info.call_sid}:caller-out",
+                                  timeout_s=SEND_TIMEOUT_S)
         if self._recorder is not None:  # stream time 0: before the held greeting is sent
             self._recorder.start(self.clock())
         self.perform(self.core.on_stream(start, self.clock()))

@@ -61,6 +61,15 @@ class Sampler(Generic[T]):
             return self._timed(send(item), self._t0)
         return send_sampled
 
+    def wrap_sync(self, send: Callable[[T], None]) -> Callable[[T], None]:
+        """`wrap` for a send that completes when it returns."""
+        def send_sampled(item: T) -> None:
+            send(item)
+            if item is self._item:
+                self._item = None
+                self._observe(self._clock() - self._t0)
+        return send_sampled
+
     async def _timed(self, sending: Awaitable[None], t0: float) -> None:
         await sending
         self._observe(self._clock() - t0)

@@ -131,3 +131,61 @@ class Writer(Generic[T]):
             except Exception as exc:  # noqa: BLE001 - any send failure ends this direction
                 self._fail(exc)
                 return
+
+
+class DirectWriter(Generic[T]):
+    """The `Writer` interface over a socket that writes without waiting (`send_now`): each item goes
+    out at once, with no queue and no task to wake. A peer that stops reading shows as bytes piling
+    up in the transport (`buffered()`): past `max_buffered` the writer fails, as a stuck `Writer` does.
+    """
+
+    __slots__ = ("_send", "_buffered", "_on_fail", "_max", "failed", "name", "_closed")
+
+    def __init__(self, send_now: Callable[[T], None], buffered: Callable[[], int], on_fail: Callable[[Exception], None],
+                 *, name: str, max_buffered: int = 4 * 1024 * 1024) -> None:
+        self._send = send_now
+        self._buffered = buffered
+        self._on_fail = on_fail
+        self._max = max_buffered
+        self.failed: Exception | None = None
+        self.name = name
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        if self._closed:
+            return False
+        try:
+            self._send(item)
+        except Exception as exc:  # noqa: BLE001 - reported once, like a Writer's failed send
+            self._fail(exc)
+            return False
+        if self._buffered() > self._max:
+            self._fail(WriterFailed(f"{self.name}: over {self._max} bytes unsent, the peer is not reading"))
+            return False
+        return True
+
+    def purge(self) -> int:
+        return 0  # nothing waits here: what was written is the peer's (a clear drops it there)
+
+    def __len__(self) -> int:
+        return 0
+
+    async def drain(self, timeout_s: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _fail(self, exc: Exception) -> None:
+        if self.failed is not None:
+            return
+        self.failed = exc
+        self._closed = True
+        # reported on the next loop turn: `put` runs inside the bridge's interpreter
+        asyncio.get_running_loop().call_soon(self._notify, exc)
+
+    def _notify(self, exc: Exception) -> None:
+        try:
+            self._on_fail(exc)
+        except Exception:  # noqa: BLE001
+            log.exception("%s: failure handler raised", self.name)

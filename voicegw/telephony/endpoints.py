@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
@@ -168,10 +169,14 @@ async def media_stream(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=POLICY_VIOLATION if reused else TRY_AGAIN_LATER, reason=why)
         return
-    reader = asyncio.ensure_future(_read_frames(ws, gw, call))
+    dispatch = getattr(ws, "dispatch_to", None)
+    if dispatch is None:
+        reader: asyncio.Future[Any] = asyncio.ensure_future(_read_frames(ws, gw, call))
     ended = asyncio.ensure_future(call.ended.wait())
     try:
         await call.attach(ws, start)
+        if dispatch is not None:  # picows: frames reach the call in its callback (voicegw.telephony.fastmedia)
+            reader = dispatch(call, gw, FRAME_TIMEOUT_S)
         await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (reader, ended):

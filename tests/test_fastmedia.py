@@ -1,0 +1,95 @@
+"""`/twilio/media` on picows (voicegw.telephony.fastmedia): the stream is served without the ASGI
+layer, frames reach the call synchronously, and the protocol edge cases still hold -- fragmented
+messages, binary frames, other WebSocket paths, a caller that stops reading."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, running_gateway
+from voicegw.call.writer import DirectWriter, WriterFailed
+from voicegw.sim.twiml import parse_stream_twiml
+from voicegw.telephony.fastmedia import PicoMediaSocket
+from voicegw.telephony.twilio import sign
+
+pytestmark = pytest.mark.e2e
+CALL_SID = "CA" + "7" * 32
+
+
+async def _stream_target(base: str) -> tuple[str, dict[str, str]]:
+    form = {"CallSid": CALL_SID, "AccountSid": "AC" + "1" * 32, "From": "+15550100001", "To": "+15550100002"}
+    url = base + "/twilio/voice"
+    async with httpx.AsyncClient(timeout=10) as http:
+        resp = await http.post(url, data=form, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, form)})
+    target = parse_stream_twiml(resp.text)
+    return target.url, target.parameters
+
+
+def _media(i: int) -> str:
+    payload = base64.b64encode(b"\xff" * 160).decode()
+    return json.dumps({"event": "media", "sequenceNumber": str(i + 2), "streamSid": "MZ1",
+                       "media": {"track": "inbound", "chunk": str(i + 1), "timestamp": str(20 * i), "payload": payload}})
+
+
+async def test_a_stream_on_picows_takes_fragmented_and_binary_frames_and_the_call_goes_on() -> None:
+    async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
+        url, params = await _stream_target(gw.url)
+        start = json.dumps({"event": "start", "start": {
+            "accountSid": "AC" + "1" * 32, "streamSid": "MZ1", "callSid": CALL_SID, "tracks": ["inbound"],
+            "customParameters": params, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        async with connect(url, compression=None, proxy=None) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            third = len(start) // 3
+            await ws.send([start[:third], start[third:2 * third], start[2 * third:]])  # one message, 3 frames
+            for i in range(10):
+                await ws.send(_media(i))
+            await ws.send(b"\x00\x01 not twilio")  # a bad frame: logged, skipped
+            got = []
+            async with asyncio.timeout(10):
+                while len(got) < 5:  # the greeting's audio comes back on the same socket
+                    msg = json.loads(await ws.recv())
+                    if msg["event"] == "media":
+                        got.append(msg)
+            call = gw.gateway.calls[CALL_SID]  # attached: audio came back
+            assert isinstance(call.ws, PicoMediaSocket)  # served by picows, not the ASGI path
+            assert isinstance(call._caller, DirectWriter)
+            for i in range(10, 60):
+                await ws.send(_media(i))
+            await ws.send(json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": CALL_SID}}))
+        record = await gw.call_record(CALL_SID)
+    assert record["end_reason"] == "caller_hangup"
+    bad = [e for e in record["errors"] if e.get("code") == "bad_frame"]
+    assert len(bad) == 1 and "binary frame" in bad[0]["message"], record["errors"]
+    assert record["transcript"][0]["role"] == "agent"  # the greeting was said on this call
+
+
+async def test_other_websocket_paths_stay_on_uvicorns_implementation() -> None:
+    async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
+        ws_base = gw.url.replace("http://", "ws://")
+        with pytest.raises(InvalidStatus) as info:  # no such route: refused at the handshake
+            async with connect(ws_base + "/twilio/mediax", proxy=None):
+                pass
+        assert info.value.response.status_code == 403
+        with pytest.raises(InvalidStatus):
+            async with connect(ws_base + "/console/live", proxy=None):
+                pass
+
+
+async def test_a_direct_writer_fails_once_when_the_peer_stops_reading() -> None:
+    sent: list[str] = []
+    backlog = [0]
+    failures: list[Exception] = []
+    writer: DirectWriter[str] = DirectWriter(sent.append, lambda: backlog[0], failures.append, name="t",
+                                             max_buffered=1000)
+    assert writer.put("a") and sent == ["a"]
+    backlog[0] = 5000  # the kernel stopped taking bytes
+    assert not writer.put("b") and not writer.put("c")
+    await asyncio.sleep(0)  # the failure is reported on the next loop turn, outside the interpreter
+    assert len(failures) == 1 and isinstance(failures[0], WriterFailed)
+    assert sent == ["a", "b"]  # written before the backlog was seen; nothing after
