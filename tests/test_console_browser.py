@@ -366,3 +366,38 @@ async def test_call_page_plays_the_recording(browser: Browser, tmp_path: Path) -
         crashed.close(3.0)
     finally:
         await svc.aclose()
+
+
+async def test_call_page_shows_what_the_call_came_to(browser: Browser, tmp_path: Path) -> None:
+    """Answering verdict, warm transfer steps, the post-call summary and a flagged extraction."""
+    svc = await open_calllog(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        t0 = time.time() - 60
+        svc.call_started(CallInfo("CAOUT1", "MZU1", "+15559990000", "+15550006666", "support", t0))
+        for dt, kind, data in [
+            (1.0, "amd", {"answered_by": "human", "detection_ms": 2100, "waited": True}),
+            (9.0, "transfer", {"mode": "warm", "phase": "dialing", "target": "+15550100999",
+                               "summary": "Refund for order 4417."}),
+            (20.0, "transfer", {"mode": "warm", "phase": "not_answered", "status": "no-answer",
+                                "target": "+15550100999"}),
+            (40.0, "call.ended", {"reason": "caller_hangup"}),
+            (41.0, "post_call", {"summary": "The caller wants a refund for order 4417. " + XSS,
+                                 "extraction": {"order_id": 4417}, "extraction_valid": False,
+                                 "extraction_errors": ["order_id: 4417 is not of type 'string'"]}),
+        ]:
+            svc.event("CAOUT1", CallLogEntry(kind, t0 + dt, data))
+        svc.call_ended("CAOUT1", "caller_hangup", t0 + 41)
+        await svc.flush()
+        async with serve_console(svc, Settings.from_env({}, operator_tokens=(TOKEN,))) as base:
+            page = await browser.new_page()
+            await login(page, base, TOKEN)
+            await page.goto(base + "/console/calls/CAOUT1", timeout=WAIT_MS)
+            await wait_text(page, "#outcome dd", "The caller wants a refund for order 4417.")
+            outcome = await page.locator("#outcome").inner_text()
+            assert "human" in outcome and "Refund for order 4417." in outcome
+            assert "warm to +15550100999: not_answered (no-answer)" in outcome
+            assert "no: order_id: 4417 is not of type 'string'" in outcome
+            assert await page.locator("#outcome script, #outcome img").count() == 0  # text, never markup
+            await page.close()
+    finally:
+        await svc.aclose()

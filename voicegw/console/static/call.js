@@ -228,6 +228,49 @@ function addToolResult(ev) {
   p.result.textContent = d.ok ? pretty(d.result) : pretty(d.error);
 }
 
+// --- what the call came to: answering verdict, warm transfer, post-call summary/extraction ---
+
+function outcomeBox() {
+  let box = document.getElementById("outcome");
+  if (!box) {
+    box = el("section");
+    box.id = "outcome";
+    box.appendChild(el("h2", "Outcome"));
+    box.appendChild(el("dl"));
+    document.getElementById("recording").after(box);
+  }
+  return box.querySelector("dl");
+}
+
+function outcomeRow(name, value, cls) {
+  const dl = outcomeBox();
+  let dd = dl.querySelector('dd[data-name="' + name + '"]');
+  if (!dd) {
+    dl.appendChild(el("dt", name));
+    dd = el("dd", null, cls || "");
+    dd.dataset.name = name;
+    dl.appendChild(dd);
+  }
+  dd.textContent = value;
+}
+
+function addOutcome(kind, d) {
+  if (kind === "amd") outcomeRow("Answered by", d.answered_by || "");
+  if (kind === "transfer") {
+    outcomeRow("Transfer", (d.mode || "") + " to " + (d.target || "") + ": " + (d.phase || "") +
+      (d.status ? " (" + d.status + ")" : ""));
+    if (d.summary) outcomeRow("Transfer summary", d.summary);
+  }
+  if (kind === "post_call") {
+    if (d.summary) outcomeRow("Summary", d.summary);
+    if (d.extraction !== undefined) {
+      outcomeRow("Extraction", pretty(d.extraction), "pre");
+      outcomeRow("Extraction valid", d.extraction_valid ? "yes" : "no: " + (d.extraction_errors || []).join("; "));
+    }
+    if (d.error) outcomeRow("Post-call", d.error);
+  }
+}
+
 // --- every event ---------------------------------------------------------------------------
 
 function addEvent(ev) {
@@ -250,6 +293,7 @@ function addEvent(ev) {
   if (ev.kind === "tool.call") addToolCall(ev);
   if (ev.kind === "tool.result") addToolResult(ev);
   if (ev.kind === "recording.ready" && d.url) { recording = d; showRecording(); }
+  if (ev.kind === "post_call" || ev.kind === "amd" || ev.kind === "transfer") addOutcome(ev.kind, d);
   if (ev.kind === "call.ended" && summary) { summary.status = "completed"; showSummary(); }
 }
 
