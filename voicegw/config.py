@@ -346,6 +346,29 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _events(env: Mapping[str, str]) -> dict[str, str | None]:
+    """VOICEGW_EVENTS_URL (http or https) and the VOICEGW_EVENTS_SECRET it needs, a Standard
+    Webhooks `whsec_<base64>` key. Neither value is echoed in an error: both may hold secrets."""
+    from voicegw.events.signing import parse_secret
+
+    url = env.get("VOICEGW_EVENTS_URL", "").strip() or None
+    secret = env.get("VOICEGW_EVENTS_SECRET", "").strip() or None
+    if url is not None:
+        u = urlparse(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ConfigError("environment", None, "VOICEGW_EVENTS_URL",
+                              "expected an http(s) URL like https://example.com/hooks/voicegw")
+        if secret is None:
+            raise ConfigError("environment", None, "VOICEGW_EVENTS_SECRET",
+                              "required with VOICEGW_EVENTS_URL: whsec_ followed by base64 (events are signed)")
+    if secret is not None:
+        try:
+            parse_secret(secret)
+        except ValueError as exc:
+            raise ConfigError("environment", None, "VOICEGW_EVENTS_SECRET", str(exc)) from None
+    return {"events_url": url, "events_secret": secret}
+
+
 @dataclass(frozen=True)
 class Settings:
     public_url: str | None = None
@@ -373,6 +396,9 @@ class Settings:
     overflow_number: str | None = None  # where callers go when the gateway is full or draining
     drain_timeout: float = 900.0  # on SIGTERM/SIGINT, how long live calls may go on
     replica_url: str | None = None  # this replica's own base URL, for streams relayed from other replicas
+    events_url: str | None = None  # where post-call events are POSTed (voicegw.events)
+    events_secret: str | None = field(default=None, repr=False)  # whsec_<base64>: their signing key
+    events_retry: tuple[float, ...] | None = None  # delays between attempts; None: voicegw.events' schedule
     recordings_dir: Path | None = None  # None: <data_dir>/recordings
 
     @property
@@ -432,6 +458,7 @@ class Settings:
             replica_url=_base_url(env, "VOICEGW_REPLICA_URL"),
             recordings_dir=Path(env["VOICEGW_RECORDINGS_DIR"]) if env.get("VOICEGW_RECORDINGS_DIR", "").strip() else None,
         )
+        values.update(_events(env))
         if secret_txt:
             values["stream_secret"] = secret_txt.encode()
         elif token:

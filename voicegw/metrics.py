@@ -150,6 +150,15 @@ class Metrics:
                                  "completing on the other socket, by direction.", ["direction"],
                                  buckets=ADDED_BUCKETS, registry=reg)
         self._added = {d: self.h_added.labels(d) for d in ("to_model", "to_caller")}
+        # post-call events (voicegw.events), by event type
+        self.c_events_delivered = Counter("voicegw_events_delivered", "Webhook events delivered (a 2xx answer), "
+                                          "by type.", ["type"], registry=reg)
+        self.c_events_failed = Counter("voicegw_events_failed", "Webhook events given up on (the last attempt "
+                                       "failed, or 410 Gone), by type.", ["type"], registry=reg)
+        self.c_events_retried = Counter("voicegw_events_retried", "Webhook delivery attempts that failed and "
+                                        "will be tried again, by type.", ["type"], registry=reg)
+        self.c_events_dropped = Counter("voicegw_events_dropped", "Webhook events never stored (backlog full or "
+                                        "the database refused them).", registry=reg)
         self._tool_label = _Bounded()
         self._code_label = _Bounded()
 

@@ -62,6 +62,10 @@ class PostgresStore:
                 )
             return self._pool
 
+    async def pool(self) -> asyncpg.Pool:
+        """The connection pool (for tables of other packages in this database: voicegw.events)."""
+        return await self._p()
+
     async def migrate(self) -> None:
         pool = await self._p()
         async with pool.acquire() as conn, conn.transaction():

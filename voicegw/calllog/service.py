@@ -13,7 +13,7 @@ import collections
 import contextlib
 import logging
 import time
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Awaitable, Callable, Protocol, Union
 
 from voicegw.calllog.bus import Bus, PgFanout
 from voicegw.calllog.entries import CallInfo, CallLogEntry
@@ -27,6 +27,15 @@ _Close = tuple[str, str, str, float]
 _Item = Union[_Open, _Event, _Close]
 
 RETRY_DELAYS = (0.2, 1.0, 3.0)
+
+
+class StoredListener(Protocol):
+    """Told after each batch what this process stored (the live bus messages of its own calls,
+    never those fanned out from other replicas); closed after the last batch, before the store."""
+
+    def stored(self, msgs: list[dict[str, Any]]) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class CallLogService:
@@ -65,6 +74,7 @@ class CallLogService:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._last_heartbeat = time.monotonic()
+        self.listeners: list[StoredListener] = []  # e.g. voicegw.events
 
     # --- CallLogSink: called from the audio path, never wait -------------------------------
 
@@ -131,6 +141,11 @@ class CallLogService:
             except asyncio.TimeoutError:
                 log.error("call log writer did not finish within %.0fs; %d items unwritten", timeout, len(self._queue))
             self._task = None
+        for listener in self.listeners:
+            try:
+                await listener.aclose()
+            except Exception:  # the store must still close
+                log.exception("call log listener failed to close")
         if self.fanout is not None:
             await self.fanout.aclose()
         await self.store.aclose()
@@ -188,6 +203,11 @@ class CallLogService:
         await self._append(pending, msgs)
         for msg in msgs:
             self.bus.publish(msg)
+        for listener in self.listeners:
+            try:
+                listener.stored(msgs)
+            except Exception:  # a listener never costs the call log its batch
+                log.exception("call log listener failed")
         if self.fanout is not None and msgs:
             try:
                 await self.fanout.notify(msgs)

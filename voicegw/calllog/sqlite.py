@@ -218,7 +218,16 @@ class SqliteStore:
 
         return await self._writer.run(lambda db: _tx(db, op))
 
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one transaction on the writer connection (for tables of other packages in
+        this database: voicegw.events)."""
+        return await self._writer.run(lambda db: _tx(db, fn))
+
     # --- reads ------------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the reader connection (see `write`)."""
+        return await self._reader.run(fn)
 
     async def list_calls(
         self,
