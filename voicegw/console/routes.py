@@ -6,8 +6,11 @@
     GET  /api/live             live events (SSE); ?call=SID for one call
     GET  /api/overview         calls per hour, p50/p95 turn latency, tool error rate, end reasons
                                (since, until; default the last 24 hours)
+    GET  /api/events           post-call events, newest first, with counts by status (status, call,
+                               limit; voicegw.events)
     GET  /console              calls page            GET /console/calls/{sid}   call page
     GET  /console/live         active calls, live    GET /console/overview      overview page
+    GET  /console/events       post-call events
     GET  /                     redirects to /console GET /favicon.ico           the console's icon
     GET  /console/login        login form            POST /console/login, /console/logout
     GET  /console/static/...   the UI's files
@@ -39,6 +42,7 @@ from voicegw.config import Settings
 from voicegw.console.auth import COOKIE, COOKIE_TTL_S, OperatorAuth, Verdict
 from voicegw.console.live import live_response
 from voicegw.console.throttle import AuthThrottle
+from voicegw.events.store import deliveries_for
 from voicegw.recording.files import CONTENT_TYPE as RECORDING_TYPE, find_recording, recording_url
 
 CSP = (
@@ -185,6 +189,20 @@ def console_routes(calllog: CallLogService, settings: Settings,
                             content_disposition_type="inline",
                             headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
+    events = deliveries_for(calllog.store)
+
+    async def list_events(request: Request) -> Response:
+        if (refusal := denied(request)) is not None:
+            return refusal
+        qp = request.query_params
+        try:
+            rows = await events.list(status=qp.get("status") or None, call_sid=qp.get("call") or None,
+                                     limit=int(qp.get("limit") or 50))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response({"enabled": bool(settings.events_url), "counts": await events.counts(), "events": rows},
+                             200, {"Cache-Control": "no-store"})
+
     async def get_overview(request: Request) -> Response:
         if (refusal := denied(request)) is not None:
             return refusal
@@ -215,6 +233,9 @@ def console_routes(calllog: CallLogService, settings: Settings,
 
     async def console_overview(request: Request) -> Response:
         return ui_denied(request) or _page("overview.html")
+
+    async def console_events(request: Request) -> Response:
+        return ui_denied(request) or _page("events.html")
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/console", 307, headers=SECURITY_HEADERS)
@@ -263,6 +284,8 @@ def console_routes(calllog: CallLogService, settings: Settings,
         Route("/console/calls/{sid}", console_call, methods=["GET"]),
         Route("/console/live", console_live, methods=["GET"]),
         Route("/console/overview", console_overview, methods=["GET"]),
+        Route("/console/events", console_events, methods=["GET"]),
+        Route("/api/events", list_events, methods=["GET"]),
         Route("/console/login", login_form, methods=["GET"]),
         Route("/console/login", login, methods=["POST"]),
         Route("/console/logout", logout, methods=["POST"]),

@@ -1,0 +1,48 @@
+"use strict";
+// Post-call events (webhooks): how many are pending, delivered and failed, and the list for one
+// status (failed first: what an operator has to look at), with each one's last error. Refreshed
+// every 15 s.
+
+const eventFilters = document.getElementById("event-filters");
+
+// One row of an events table; `withCall` adds the call's SID as a link.
+function eventRow(ev, withCall) {
+  const tr = el("tr", null, "event-" + ev.status);
+  tr.dataset.id = ev.id;
+  const created = el("td", fmtShortTime(ev.created_at), "started");
+  created.title = fmtTime(ev.created_at);
+  tr.appendChild(created);
+  tr.appendChild(el("td", ev.type, "type"));
+  if (withCall) {
+    const sid = el("td", null, "sid");
+    sid.appendChild(callLink(ev.call_sid));
+    sid.title = ev.call_sid;
+    tr.appendChild(sid);
+  }
+  tr.appendChild(el("td", ev.status, "status status-event-" + ev.status));
+  tr.appendChild(el("td", ev.attempts, "num attempts"));
+  tr.appendChild(el("td", ev.last_attempt_at ? fmtShortTime(ev.last_attempt_at) : "", "started"));
+  const error = el("td", ev.status === "delivered" ? "" : ev.last_error || "", "last-error");
+  error.title = (ev.history || []).map((a) => fmtTime(a.at) + "  " + (a.error || "HTTP " + a.status)).join("\n");
+  tr.appendChild(error);
+  tr.appendChild(el("td", ev.next_attempt_at ? fmtShortTime(ev.next_attempt_at) : "", "started"));
+  return tr;
+}
+
+async function loadEvents() {
+  const status = new FormData(eventFilters).get("status") || "";
+  const data = await getJSON("/api/events?limit=200" + (status ? "&status=" + encodeURIComponent(status) : ""));
+  document.getElementById("events-off").hidden = data.enabled;
+  for (const name of ["pending", "delivered", "failed"]) {
+    document.getElementById("count-" + name).textContent = String(data.counts[name] || 0);
+  }
+  const rows = data.events.map((ev) => eventRow(ev, true));
+  document.querySelector("#events tbody").replaceChildren(...rows);
+  document.getElementById("events-empty").hidden = rows.length > 0;
+  setLiveState("updated " + new Date().toLocaleTimeString());
+}
+
+eventFilters.addEventListener("change", loadEvents);
+eventFilters.addEventListener("submit", (event) => { event.preventDefault(); loadEvents(); });
+loadEvents();
+setInterval(loadEvents, 15000);
