@@ -414,12 +414,14 @@ def events_env(url: str) -> dict[str, str]:
 async def test_a_call_reaches_the_receiver_as_signed_events_with_its_transcript() -> None:
     question = speech_pcm8k("Hello, what are your opening hours?")
     async with receiving(lambda t, n: 204) as (rx, url):
-        async with running_gateway(agent_yaml=AGENT, env=events_env(url)) as gw:
+        # the summary and the recording are written after the caller has gone, before the call closes
+        agent = AGENT + "post_call: {summary: true}\nrecording: mixed\n"
+        async with running_gateway(agent_yaml=agent, env=events_env(url)) as gw:
             caller = SimulatedCaller(gw.url, audio=AudioSchedule.from_segments([(4000, question)]),
                                      auth_token=AUTH_TOKEN)
             result = await caller.run(hangup_after_silence_ms=2500, timeout_s=40)
-            record = await gw.call_record(result.call_sid)
-            await rx.wait(lambda got: {"call.started", "call.ended"} <= {r.type for r in got})
+            record = await gw.call_record(result.call_sid, timeout=30)
+            await rx.wait(lambda got: {"call.started", "recording.ready", "call.ended"} <= {r.type for r in got})
             await dispatcher_of(gw.calllog).settled()
             metrics = gw.gateway.metrics
             delivered = metrics.c_events_delivered.labels("call.ended")._value.get()
@@ -437,6 +439,12 @@ async def test_a_call_reaches_the_receiver_as_signed_events_with_its_transcript(
     assert d["tool_calls"][0]["result"] == {"weekdays": "9 am to 5 pm", "weekends": "closed"}
     assert len(d["turn_latencies"]) == len(record["latency"]) >= 1
     assert d["duration_s"] == round(record["duration_s"], 3)
+    asked = [text for role, text in said if role == "caller"]
+    assert d["summary"] == record["summary"] and asked[0] in d["summary"], d.get("summary")
+    recording = verified(rx.of("recording.ready")[0])["data"]
+    assert recording["call_sid"] == result.call_sid and recording["mode"] == "mixed" and recording["bytes"] > 44
+    assert recording["url"] == f"/api/calls/{result.call_sid}/recording"  # no VOICEGW_PUBLIC_URL here
+    assert d["recording"] == {k: v for k, v in recording.items() if k != "call_sid"}
     for r in rx.got:  # no credential of the gateway's in any event
         for secret in (AUTH_TOKEN, OPERATOR_TOKEN, SECRET.removeprefix("whsec_")):
             assert secret not in r.body
