@@ -555,3 +555,15 @@ async def test_the_console_lists_failed_events_and_a_call_shows_its_own(tmp_path
             finally:
                 await browser.close()
     assert errors == []
+
+
+async def test_pruning_a_call_removes_its_events(db_url: str) -> None:
+    async with calllog_at(db_url) as svc:
+        await stored_call(svc, "CAOLD", time.time() - 90 * 86400)
+        svc.call_ended("CAOLD", "caller_hangup", time.time() - 90 * 86400 + 30)
+        await stored_call(svc, "CANEW")
+        store = deliveries_for(svc.store)
+        for sid in ("CAOLD", "CANEW"):
+            await store.add(message_id("call.started", sid), sid, "call.started", "{}", time.time())
+        assert await svc.store.prune(30 * 86400) == 1
+        assert [r["call_sid"] for r in await store.list()] == ["CANEW"]
