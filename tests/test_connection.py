@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
+import hashlib
+import ipaddress
 import json
 import socket
+import ssl
+import struct
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -13,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from voicegw.realtime import connection
 from voicegw.realtime import events as ev
 from voicegw.realtime.auth import ApiKeyAuth, NoAuth
 from voicegw.realtime.connection import RealtimeClosed, RealtimeConnectError, RealtimeConnection, redact_url
@@ -184,7 +191,7 @@ async def test_send_receive_round_trip_and_error_matching() -> None:
     assert conn.command_for("evt_99") is None
     assert got[2] == ev.AudioDelta("r1", "i1", "f39/fw==", 0)
     assert got[3] == ev.Ignored("<invalid json>")
-    assert conn.stats.events_out == 2 and conn.stats.events_in == 3  # session.created is counted by open
+    assert conn.stats.events_out == 2 and conn.stats.events_in == 5  # every message, those during open too
     assert conn.stats.bytes_out > len("AAAA") and conn.closed
 
 
@@ -262,3 +269,210 @@ def test_redact_url() -> None:
     safe = redact_url(url)
     assert SECRET not in safe and "pw" not in safe and "user" not in safe
     assert safe == "wss://res.openai.azure.com/openai/realtime?api-version=2024-10-01-preview&deployment=d&api-key=***"
+
+
+@pytest.mark.parametrize("status,retryable", [(401, False), (403, False), (404, False), (408, True), (429, True),
+                                              (500, True), (503, True)])
+async def test_handshake_status_decides_whether_a_retry_may_heal(status: int, retryable: bool) -> None:
+    async with running(Peer(reject=[status])) as peer:
+        with pytest.raises(RealtimeConnectError) as info:
+            await open_conn(peer, retries=0)
+    assert info.value.status == status and info.value.retryable is retryable and info.value.attempts == 1
+    assert f"HTTP {status}" in str(info.value)
+
+
+async def test_a_message_split_over_continuation_frames_is_reassembled() -> None:
+    delta = json.dumps({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": "f39/fw=="})
+    big = json.dumps({"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1",
+                      "delta": "A" * (5 * 1024 * 1024)})
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.send([json.dumps(SESSION)[:7], json.dumps(SESSION)[7:]])  # even session.created
+        await ws.send([delta[:10], delta[10:30], delta[30:]])
+        await ws.send([big[i:i + 1024 * 1024] for i in range(0, len(big), 1024 * 1024)])  # over MAX_EVENT_CHARS
+        await ws.send([b"\x00", b"\x01"])
+        await ws.send(delta)
+        await ws.close()
+
+    async with serve(Peer(script).handler, "127.0.0.1", 0, max_size=None) as server:
+        peer = Peer(script)
+        peer.port = server.sockets[0].getsockname()[1]
+        conn = await open_conn(peer, auth=NoAuth())
+        async with asyncio.timeout(10):
+            got = [e async for e in conn.events()]
+    one = ev.AudioDelta("r1", "i1", "f39/fw==", 0)
+    assert conn.session_id == "sess_1"
+    assert got == [one, ev.Ignored("<oversized>"), ev.Ignored("<binary>"), one]
+
+
+async def test_listen_hands_events_to_a_function_and_answers_the_close() -> None:
+    answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1, "item_id": "a"}))
+        await ws.send(json.dumps(SESSION))
+        await ws.send(json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 2, "item_id": "b"}))
+        await ws.close(1011, "internal error")
+        answered.set_result(ws.protocol.close_rcvd)
+
+    async with running(Peer(script)) as peer:
+        conn = await open_conn(peer)
+        seen: list[Any] = []
+        with pytest.raises(RealtimeClosed) as info:
+            await asyncio.wait_for(conn.listen(seen.append), 5)
+        answer = await asyncio.wait_for(answered, 5)
+    assert seen == [ev.SpeechStarted(1, "a"), ev.SpeechStarted(2, "b")]  # the one before session.created first
+    assert (info.value.code, info.value.reason) == (1011, "internal error")
+    assert answer is not None and answer.code == 1011  # the server's CLOSE was answered with its code
+    assert conn.closed and conn.close_code == 1011
+
+
+async def test_listen_raises_what_the_function_raised() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send(json.dumps(SESSION))
+        await ws.send(json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1, "item_id": "a"}))
+        await ws.wait_closed()
+
+    def boom(event: Any) -> None:
+        raise ValueError(f"cannot take {type(event).__name__}")
+
+    async with running(Peer(script)) as peer:
+        conn = await open_conn(peer)
+        with pytest.raises(ValueError, match="cannot take SpeechStarted"):
+            await asyncio.wait_for(conn.listen(boom), 5)
+        assert not conn.closed
+        await conn.close()
+
+
+class _DeafPeer:
+    """Answers the upgrade, sends session.created, then never reads again: flow control."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        writer.write(_accept(await reader.readuntil(b"\r\n\r\n")))
+        writer.transport.pause_reading()
+
+
+def _accept(request: bytes) -> bytes:
+    """A 101 answer to `request`, then session.created in one unmasked text frame."""
+    key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    payload = json.dumps(SESSION).encode()
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + struct.pack("!BBH", 0x81, 126, len(payload)) + payload)
+
+
+@asynccontextmanager
+async def deaf_peer() -> AsyncIterator[_DeafPeer]:
+    peer = _DeafPeer()
+    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0)
+    peer.port = server.sockets[0].getsockname()[1]
+    try:
+        yield peer
+    finally:
+        for w in peer.writers:
+            w.transport.abort()
+        server.close()
+
+
+async def test_a_send_blocked_by_flow_control_fails_after_send_timeout() -> None:
+    async with deaf_peer() as peer:
+        url = f"ws://127.0.0.1:{peer.port}/openai/v1/realtime?model=gpt-realtime"
+        conn = await RealtimeConnection.open(url, NoAuth(), GA, open_timeout=2, send_timeout=0.3)
+        chunk = ev.AppendAudio("A" * 256 * 1024)
+        async with asyncio.timeout(10):
+            with pytest.raises(RealtimeClosed, match="send timed out after 0.3s"):
+                for _ in range(400):  # 100 MiB: far more than the socket buffers hold
+                    await conn.send(chunk)
+            with pytest.raises(RealtimeClosed, match="send timed out"):
+                [e async for e in conn.events()]
+    assert conn.closed and conn.stats.events_out < 400
+
+
+async def test_send_now_never_waits_and_a_peer_not_reading_ends_the_session() -> None:
+    async with deaf_peer() as peer:
+        url = f"ws://127.0.0.1:{peer.port}/openai/v1/realtime?model=gpt-realtime"
+        conn = await RealtimeConnection.open(url, NoAuth(), GA, open_timeout=2, send_timeout=0.3)
+        chunk = ev.AppendAudio("A" * 256 * 1024)
+        while conn.buffered() < 1024 * 1024:  # writes return at once, the bytes wait in the transport
+            conn.send_now(chunk)
+        async with asyncio.timeout(10):
+            with pytest.raises(RealtimeClosed, match="send timed out after 0.3s"):
+                await conn.listen(lambda e: None)
+        with pytest.raises(RealtimeClosed):
+            conn.send_now(chunk)
+
+
+async def test_an_upgrade_accepted_after_the_caller_gave_up_is_dropped() -> None:
+    """picows' handshake timer stops once the server answers: a connection whose `open` was
+    cancelled before the answer came must not stay open (pinged, never read) for the worker's life."""
+    seen: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    answer = asyncio.Event()
+    hung_up = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.set_result(await reader.readuntil(b"\r\n\r\n"))
+        await answer.wait()
+        writer.write(_accept(seen.result()))
+        await reader.read()  # EOF: the client dropped the connection
+        hung_up.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/openai/v1/realtime?model=gpt-realtime"
+    try:
+        opening = asyncio.ensure_future(RealtimeConnection.open(url, NoAuth(), GA, open_timeout=30, retries=0))
+        await asyncio.wait_for(seen, 5)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        answer.set()
+        await asyncio.wait_for(hung_up.wait(), 5)
+    finally:
+        server.close()
+
+
+async def test_wss_verifies_the_server_certificate(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    peer = Peer()
+    async with serve(peer.handler, "127.0.0.1", 0, ssl=server_tls) as server:
+        peer.port = server.sockets[0].getsockname()[1]
+        url = f"wss://127.0.0.1:{peer.port}/openai/v1/realtime?model=gpt-realtime"
+        with pytest.raises(RealtimeConnectError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await RealtimeConnection.open(url, ApiKeyAuth(SECRET), GA, open_timeout=2, retries=0)
+        trusting = ssl.create_default_context(cafile=cert)
+        monkeypatch.setattr(connection, "_tls", trusting)
+        conn = await RealtimeConnection.open(url, ApiKeyAuth(SECRET), GA, open_timeout=2, retries=0)
+        await conn.send(ev.CommitAudio())
+        assert (await asyncio.wait_for(peer.received.get(), 2))["type"] == "input_audio_buffer.commit"
+        await conn.close()
+    assert conn.closed and conn.close_code == 1000
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 FORMATS = ("json", "text")
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
-NOISY_LOGGERS = ("httpx", "httpcore", "websockets")
+NOISY_LOGGERS = ("httpx", "httpcore", "websockets", "picows")
 MIN_SECRET_LENGTH = 6
 REDACTED = "***"
 

@@ -1,49 +1,53 @@
 """One WebSocket to a Realtime model per call: connect, authenticate, send commands, yield events.
 
 A thin I/O layer around `voicegw.realtime.dialects`: everything above it speaks only the
-internal vocabulary of `voicegw.realtime.events`.
+internal vocabulary of `voicegw.realtime.events`. The socket is a picows client (Cython framing):
+frames arrive by callback and are decoded there, sends are written at once.
 
 * `open` retries only failures that may heal (refused connections, timeouts, HTTP 5xx/408/429),
   never 401/403/404, and waits for `session.created` before returning. Its errors name the status
-  and a redacted URL, never a key or token.
+  and a redacted URL, never a key or token. Redirects are not followed (they would carry the key).
 * `send` numbers every command (``evt_<n>``) and remembers the last few hundred, so an ``error``
   event (whose ``event_id`` names the command that caused it) can be traced with `command_for`.
-  Audio appends are remembered without their payload so the history holds no audio. A send that
-  may wait (data already queued: flow control) is bounded by `send_timeout`; one that cannot
-  wait arms no timer, which matters at 50 appends per second per call.
+  Audio appends are remembered without their payload so the history holds no audio. A send made
+  while the socket's write buffer is over its high-water mark (the peer is not reading: flow
+  control) waits at most `send_timeout`, then the socket is aborted; one that need not wait arms
+  no timer, which matters at 50 appends per second per call. `send_now` writes without waiting:
+  a write buffer that stays over the mark for `send_timeout` aborts the socket the same way.
 * `events` yields decoded events and ends when the socket closes normally; an abnormal close
   raises `RealtimeClosed(code, reason)`. The `session.created` event is not yielded again: it is
-  `session_created`. Events that arrived before it are yielded first.
+  `session_created`. Events that arrived before it are yielded first. `listen(on_event)` is the
+  same stream handed to a plain function as each frame is read (no task switch per event).
+* Messages split over CONTINUATION frames are reassembled, a CLOSE from the server is answered
+  (`voicegw.realtime.wire`); a server that stops answering pings (20 s idle, 20 s for the pong)
+  is dropped.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections import OrderedDict, deque
-from dataclasses import dataclass
-from typing import AsyncIterator
+import ssl
+from collections import OrderedDict
+from typing import AsyncIterator, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
-from websockets.protocol import State
+from picows import (
+    WSAutoPingStrategy, WSError, WSInvalidMessageError, WSInvalidStatusError, WSInvalidURL, WSMsgType,
+    ws_connect,
+)
 
 from voicegw.realtime.auth import Auth
 from voicegw.realtime.dialects import Dialect
 from voicegw.realtime.events import AppendAudio, ClientCommand, Ignored, ModelError, ServerEvent, SessionStarted
+from voicegw.realtime.wire import MAX_EVENT_CHARS, MAX_MESSAGE_BYTES, ConnectionStats, RealtimeClosed, Wire
+
+__all__ = ["MAX_EVENT_CHARS", "MAX_MESSAGE_BYTES", "ConnectionStats", "RealtimeClosed", "RealtimeConnectError",
+           "RealtimeConnection", "redact_url"]
 
 log = logging.getLogger(__name__)
 
-# What websockets accepts in one frame before it fails the whole connection (close 1009). A bad or
-# oversized event must cost the call that event, never its session, so this is set far above any
-# event worth decoding, and `MAX_EVENT_CHARS` decides which ones are skipped.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Events over this are logged and skipped without being decoded: 4 MiB of base64 is 3 MiB of
-# 24 kHz PCM16, 65 s of audio in one delta (the services send ~100-200 ms per delta), and decoding
-# it would hold this worker's event loop (and every call on it) for tens of milliseconds.
-MAX_EVENT_CHARS = 4 * 1024 * 1024
 HISTORY = 512  # sent commands remembered for error matching
+PING_IDLE_S = 20.0  # ping a server silent this long; drop it when the pong takes as long again
 _AUDIO_ELIDED = AppendAudio("")
 _SECRET_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token", "sig", "signature"})
 _RETRYABLE_STATUS = frozenset({408, 429})
@@ -52,6 +56,8 @@ _HINTS = {
     403: "the credential is not allowed to use this resource (role assignment or network rules)",
     404: "check the endpoint, the deployment or model name and the api-version",
 }
+_TEXT = WSMsgType.TEXT
+_tls: ssl.SSLContext | None = None
 
 
 class RealtimeConnectError(Exception):
@@ -63,25 +69,6 @@ class RealtimeConnectError(Exception):
         self.status = status
         self.attempts = attempts
         self.retryable = retryable
-
-
-class RealtimeClosed(Exception):
-    """The socket closed abnormally (or a send found it closed)."""
-
-    def __init__(self, code: int | None, reason: str = ""):
-        super().__init__(f"Realtime connection closed (code {code}{': ' + reason if reason else ''})")
-        self.code = code
-        self.reason = reason
-
-
-@dataclass
-class ConnectionStats:
-    """Counters for metrics. Text frames are counted in characters (JSON here is ASCII)."""
-
-    bytes_in: int = 0
-    bytes_out: int = 0
-    events_in: int = 0
-    events_out: int = 0
 
 
 def redact_url(url: str) -> str:
@@ -112,30 +99,63 @@ def _secrets_of(url: str, headers: dict[str, str]) -> list[str]:
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
+def _tls_context() -> ssl.SSLContext:
+    """One verifying client context for every wss connection (loading the CA store per connect
+    costs milliseconds)."""
+    global _tls
+    if _tls is None:
+        _tls = ssl.create_default_context()
+    return _tls
+
+
+def _without_userinfo(url: str) -> str:
+    """picows would put user info into the Host header; the services take none."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])) if "@" in parts.netloc else url
+
+
+class _Listener:
+    """picows' listener factory for one connect attempt. Once the attempt is given up (its timeout,
+    a cancelled call), a handshake that still completes is dropped at once."""
+
+    __slots__ = ("dialect", "send_timeout", "wire", "given_up")
+
+    def __init__(self, dialect: Dialect, send_timeout: float) -> None:
+        self.dialect = dialect
+        self.send_timeout = send_timeout
+        self.wire: Wire | None = None
+        self.given_up = False
+
+    def __call__(self) -> Wire:
+        self.wire = Wire(self.dialect, self.send_timeout, drop=self.given_up)
+        return self.wire
+
+    def give_up(self) -> None:
+        self.given_up = True
+        if self.wire is not None:
+            self.wire.abort()
+
+
 class RealtimeConnection:
     """An open Realtime session. Create with `await RealtimeConnection.open(...)`."""
 
     def __init__(
         self,
-        ws: ClientConnection,
+        wire: Wire,
         dialect: Dialect,
         session_created: SessionStarted,
         *,
         url: str,
-        pending: list[ServerEvent] | None = None,
-        send_timeout: float = 5.0,
         close_timeout: float = 2.0,
     ) -> None:
-        self._ws = ws
+        self._wire = wire
         self.dialect = dialect
         self.session_created = session_created
         self.url = url  # redacted
-        self._pending: deque[ServerEvent] = deque(pending or ())
-        self.send_timeout = send_timeout
         self.close_timeout = close_timeout
         self._seq = 0
         self._recent: OrderedDict[str, ClientCommand] = OrderedDict()
-        self.stats = ConnectionStats()
+        self.stats = wire.stats
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -161,7 +181,7 @@ class RealtimeConnection:
             attempt += 1
             headers = await auth.headers()
             try:
-                ws = await cls._connect(url, headers, open_timeout, safe_url, attempt)
+                wire = await cls._connect(url, headers, dialect, open_timeout, send_timeout, safe_url, attempt)
                 break
             except RealtimeConnectError as exc:
                 if not exc.retryable or attempt > retries:
@@ -170,55 +190,72 @@ class RealtimeConnection:
                 log.warning("%s; retrying in %.2fs (attempt %d of %d)", exc, delay, attempt + 1, retries + 1)
                 await asyncio.sleep(delay)
         try:
-            first, pending = await cls._await_session(ws, dialect, open_timeout, safe_url)
+            first = await cls._await_session(wire, open_timeout, safe_url)
         except BaseException:
-            ws.transport.abort()
+            wire.abort()
             raise
         log.info("Realtime session %s open at %s (%s dialect)", first.session_id, safe_url, dialect.name)
-        return cls(ws, dialect, first, url=safe_url, pending=pending, send_timeout=send_timeout)
+        return cls(wire, dialect, first, url=safe_url)
 
     @staticmethod
-    async def _connect(url: str, headers: dict[str, str], timeout: float, safe_url: str, attempt: int) -> ClientConnection:
+    async def _connect(url: str, headers: dict[str, str], dialect: Dialect, timeout: float, send_timeout: float,
+                       safe_url: str, attempt: int) -> Wire:
         def fail(msg: str, status: int | None = None, retryable: bool = False) -> RealtimeConnectError:
             text = _scrub(f"Realtime connect to {safe_url} failed: {msg}", _secrets_of(url, headers))
             return RealtimeConnectError(text, url=safe_url, status=status, attempts=attempt, retryable=retryable)
 
+        target = _without_userinfo(url)
+        listener = _Listener(dialect, send_timeout)
         try:
-            return await connect(
-                url,
-                additional_headers=headers,
-                open_timeout=timeout,
-                max_size=MAX_MESSAGE_BYTES,
-                compression=None,  # the services do not use it, and it costs CPU per frame
-                close_timeout=2,
-                user_agent_header="voicegw",
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            body = bytes(exc.response.body or b"").decode("utf-8", "replace").strip()[:300]
-            hint = _HINTS.get(status)
-            msg = f"HTTP {status} {exc.response.reason_phrase}".rstrip()
-            msg += (f" ({hint})" if hint else "") + (f": {body}" if body else "")
-            raise fail(msg, status, retryable=status >= 500 or status in _RETRYABLE_STATUS) from None
-        except InvalidURI:
-            raise fail("invalid URL") from None
-        except (OSError, TimeoutError, InvalidMessage) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-            raise fail(reason, retryable=True) from None
-        except InvalidHandshake as exc:
-            raise fail(f"{type(exc).__name__}: {exc}") from None
+            async with asyncio.timeout(timeout):  # picows' own timeout starts after the TCP connect
+                _, wire = await ws_connect(
+                    listener, target,
+                    ssl_context=_tls_context() if urlsplit(target).scheme.lower() == "wss" else None,
+                    websocket_handshake_timeout=timeout,
+                    extra_headers={**headers, "User-Agent": "voicegw"},
+                    max_frame_size=MAX_MESSAGE_BYTES,
+                    max_redirects=0,
+                    enable_auto_ping=True, auto_ping_idle_timeout=PING_IDLE_S, auto_ping_reply_timeout=PING_IDLE_S,
+                    auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
+                )
+            if wire is None:  # the server hung up before answering the upgrade
+                raise fail("connection closed during the handshake", retryable=True)
+            return wire  # type: ignore[no-any-return]
+        except BaseException as exc:
+            listener.give_up()
+            if isinstance(exc, WSInvalidStatusError):
+                status = int(exc.response.status) if exc.response is not None else 0
+                phrase = exc.response.status.phrase if exc.response is not None else ""
+                body = bytes(exc.raw_body or b"").decode("utf-8", "replace").strip()[:300]
+                hint = _HINTS.get(status)
+                msg = f"HTTP {status} {phrase}".rstrip()
+                msg += (f" ({hint})" if hint else "") + (f": {body}" if body else "")
+                raise fail(msg, status, retryable=status >= 500 or status in _RETRYABLE_STATUS) from None
+            if isinstance(exc, WSInvalidURL):
+                raise fail("invalid URL") from None
+            if isinstance(exc, (OSError, TimeoutError, WSInvalidMessageError)):
+                reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                raise fail(reason, retryable=True) from None
+            if isinstance(exc, WSError):  # other handshake errors: a bad accept key, a bad header
+                raise fail(f"{type(exc).__name__}: {exc}") from None
+            raise
 
     @staticmethod
-    async def _await_session(
-        ws: ClientConnection, dialect: Dialect, timeout: float, safe_url: str
-    ) -> tuple[SessionStarted, list[ServerEvent]]:
+    async def _await_session(wire: Wire, timeout: float, safe_url: str) -> SessionStarted:
+        """Wait for session.created; what came before it (but noise) stays first in the inbox."""
         pending: list[ServerEvent] = []
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    event = _decoded(await ws.recv(), dialect)
+                    event = await wire.next_event()
+                    if event is None:
+                        code, reason = wire.rcvd or (None, "")
+                        raise RealtimeConnectError(
+                            f"Realtime connection to {safe_url} closed before session.created "
+                            f"(code {code}{': ' + reason if reason else ''})", url=safe_url)
                     if isinstance(event, SessionStarted):
-                        return event, pending
+                        wire.inbox.extendleft(reversed(pending))
+                        return event
                     if isinstance(event, ModelError):
                         raise RealtimeConnectError(
                             f"Realtime session at {safe_url} was refused: {event.message}"
@@ -229,13 +266,6 @@ class RealtimeConnection:
                         pending.append(event)
         except TimeoutError:
             raise RealtimeConnectError(f"no session.created from {safe_url} within {timeout:g}s", url=safe_url) from None
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            reason = exc.rcvd.reason if exc.rcvd else ""
-            raise RealtimeConnectError(
-                f"Realtime connection to {safe_url} closed before session.created (code {code}{': ' + reason if reason else ''})",
-                url=safe_url,
-            ) from None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -250,16 +280,25 @@ class RealtimeConnection:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
     @property
+    def send_timeout(self) -> float:
+        return self._wire.send_timeout
+
+    @property
     def closed(self) -> bool:
-        return self._ws.state in (State.CLOSING, State.CLOSED)
+        return self._wire.closed
 
     @property
     def close_code(self) -> int | None:
-        return self._ws.close_code
+        return self._wire.close_code
 
     @property
     def close_reason(self) -> str | None:
-        return self._ws.close_reason
+        return self._wire.close_reason
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel (a model that stopped reading)."""
+        transport = self._wire.transport
+        return 0 if transport is None or self._wire.gone else int(transport.underlying_transport.get_write_buffer_size())
 
     def command_for(self, event_id: str | None) -> ClientCommand | None:
         """The recently sent command that carried this event_id (audio appends without payload)."""
@@ -267,10 +306,15 @@ class RealtimeConnection:
 
     # -- traffic -------------------------------------------------------------------------------
 
-    async def send(self, cmd: ClientCommand) -> None:
-        """Encode and send one command. Raises RealtimeClosed if the socket is gone or stuck."""
-        if self.closed:
-            raise RealtimeClosed(self._ws.close_code, self._ws.close_reason or "already closed")
+    def send_now(self, cmd: ClientCommand) -> None:
+        """Encode and write one command at once. Raises RealtimeClosed if the socket is gone.
+
+        Never waits: over the high-water mark the bytes stay in the transport's buffer, and if it
+        does not drain within `send_timeout` the socket is aborted (`events`/`listen` then raise
+        RealtimeClosed with that reason)."""
+        wire = self._wire
+        if wire.closed:
+            raise wire.closed_error()
         self._seq += 1
         event_id = f"evt_{self._seq}"
         text = self.dialect.encode_json(cmd, event_id)
@@ -278,85 +322,83 @@ class RealtimeConnection:
         recent[event_id] = _AUDIO_ELIDED if type(cmd) is AppendAudio else cmd
         if len(recent) > HISTORY:
             recent.popitem(last=False)
-        ws = self._ws
-        try:
-            if ws.transport.get_write_buffer_size() == 0:
-                if ws.send_in_progress is None and ws.protocol.state is State.OPEN and not ws.transport.is_closing():
-                    # What `ws.send` does for an open, writable socket, without its async context
-                    # manager and drain: frame the text and write it (the transport buffers it; a
-                    # write that fills the buffer pauses the socket and the next send takes the
-                    # bounded path below). -5% CPU per call-second at 50 calls (docs/BENCHMARKS.md).
-                    ws.protocol.send_text(text.encode())
-                    ws.send_data()
-                else:
-                    # Nothing queued, so the socket is not paused and send() writes without waiting
-                    # (websockets only waits on flow control): no deadline to arm on the hot path.
-                    await ws.send(text)
-            else:
-                async with asyncio.timeout(self.send_timeout):
-                    await ws.send(text)
-        except TimeoutError:
-            # the peer stopped reading: a half-sent frame leaves the socket unusable
-            self._ws.transport.abort()
-            raise RealtimeClosed(None, f"send timed out after {self.send_timeout:g}s") from None
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            raise RealtimeClosed(code, exc.rcvd.reason if exc.rcvd else "") from None
+        wire.transport.send(_TEXT, text.encode())  # type: ignore[union-attr]
+        if wire.paused and wire.stall is None:
+            wire.stall = asyncio.get_running_loop().call_later(wire.send_timeout, wire.stall_expired)
         stats = self.stats
         stats.events_out += 1
         stats.bytes_out += len(text)
 
+    async def send(self, cmd: ClientCommand) -> None:
+        """`send_now`, after waiting (at most `send_timeout`) for a full write buffer to drain.
+        Raises RealtimeClosed if the socket is gone or stuck."""
+        wire = self._wire
+        if wire.paused and not wire.closed:
+            loop = asyncio.get_running_loop()
+            if wire.resumed is None or wire.resumed.done():
+                wire.resumed = loop.create_future()
+            try:
+                async with asyncio.timeout(wire.send_timeout):
+                    await asyncio.shield(wire.resumed)
+            except TimeoutError:
+                wire.abort(f"send timed out after {wire.send_timeout:g}s")
+                raise RealtimeClosed(None, f"send timed out after {wire.send_timeout:g}s") from None
+        self.send_now(cmd)
+
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Decoded server events until the socket closes; abnormal closes raise RealtimeClosed."""
-        while self._pending:
-            yield self._pending.popleft()
-        decode = self.dialect.decode
-        stats = self.stats
+        wire = self._wire
+        inbox = wire.inbox
+        while True:
+            while inbox:
+                event = inbox.popleft()
+                if wire.reading_paused:
+                    wire.took()
+                yield event
+            if wire.gone:
+                end = wire.ending()
+                if end is not None:
+                    raise end
+                return
+            wire.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await wire.waiter
+            finally:
+                wire.waiter = None
+
+    async def listen(self, on_event: Callable[[ServerEvent], None]) -> None:
+        """Hand every event to `on_event` as it is read, in the socket's callback, until the socket
+        closes: returns on a normal close, raises RealtimeClosed on an abnormal one, and raises what
+        `on_event` raised (later events then wait for `events` or another `listen`)."""
+        wire = self._wire
+        inbox = wire.inbox
+        while inbox:  # what came before
+            on_event(inbox.popleft())
+        wire.took()
+        if wire.gone:
+            end = wire.ending()
+            if end is not None:
+                raise end
+            return
+        wire.listening = asyncio.get_running_loop().create_future()
+        wire.handler = on_event
         try:
-            async for raw in self._ws:
-                stats.events_in += 1
-                stats.bytes_in += len(raw)
-                if type(raw) is not str:
-                    yield Ignored("<binary>")
-                    continue
-                if len(raw) > MAX_EVENT_CHARS:
-                    log.warning("oversized event from the Realtime model (%d chars, limit %d) skipped",
-                                len(raw), MAX_EVENT_CHARS)
-                    yield Ignored("<oversized>")
-                    continue
-                try:
-                    msg = json.loads(raw)
-                except (ValueError, RecursionError):
-                    log.warning("invalid JSON from the Realtime model (%d chars) ignored", len(raw))
-                    yield Ignored("<invalid json>")
-                    continue
-                yield decode(msg)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            raise RealtimeClosed(code, exc.rcvd.reason if exc.rcvd else "connection lost") from None
+            await wire.listening
+        finally:
+            wire.handler = None
+            wire.listening = None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket; bounded by `close_timeout`, then the transport is aborted."""
-        if self._ws.state is State.CLOSED:
+        wire = self._wire
+        if wire.gone:
             return
+        wire.send_close(code, reason)
         try:
-            async with asyncio.timeout(self.close_timeout + 1):
-                await self._ws.close(code, reason)
+            async with asyncio.timeout(self.close_timeout):
+                await asyncio.shield(wire.gone_future)
         except TimeoutError:
-            self._ws.transport.abort()
+            wire.abort()
 
     def __repr__(self) -> str:
         return f"<RealtimeConnection {self.dialect.name} {self.url} session={self.session_created.session_id}>"
-
-
-def _decoded(raw: str | bytes, dialect: Dialect) -> ServerEvent:
-    """One received message -> one event, never raising (what `events` does, off the hot path)."""
-    if type(raw) is not str:
-        return Ignored("<binary>")
-    if len(raw) > MAX_EVENT_CHARS:
-        log.warning("oversized event from the Realtime model (%d chars) skipped", len(raw))
-        return Ignored("<oversized>")
-    try:
-        return dialect.decode(json.loads(raw))
-    except (ValueError, RecursionError):
-        return Ignored("<invalid json>")
