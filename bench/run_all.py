@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_audio, bench_bargein, bench_greeting
+from bench import bench_audio, bench_bargein, bench_greeting, bench_setup
 from bench.bench_density import DensityRun, pin_load_side
 from bench.report import Results, render
 from voicegw.audio.resample import StreamResampler
@@ -64,6 +64,10 @@ async def run(quick: bool, only: set[str]) -> Results:
         for mode in ("pcm16", "g711_ulaw"):
             log(f"barge-in, {mode}")
             res.bargein[mode] = await bench_bargein.run(mode, calls, per_call, log)
+    if "setup" in only:
+        for mode in ("g711_ulaw", "pcm16"):
+            log(f"set-up burst, {mode}")
+            res.setup.append(await bench_setup.run(50 if quick else 200, 5.0 if quick else 10.0, mode, log))
     if "audio" in only:
         log("audio")
         res.alias_db = bench_audio.alias_rejection_db(StreamResampler)
@@ -75,8 +79,8 @@ async def run(quick: bool, only: set[str]) -> Results:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer levels and samples, shorter windows")
-    parser.add_argument("--only", default="density,baseline,greeting,bargein,audio",
-                        help="comma-separated subset of density,baseline,greeting,bargein,audio")
+    parser.add_argument("--only", default="density,baseline,greeting,setup,bargein,audio",
+                        help="comma-separated subset of density,baseline,greeting,setup,bargein,audio")
     parser.add_argument("--out", type=Path, default=DOCS / "BENCHMARKS.md")
     parser.add_argument("--save", type=Path, help="also pickle the raw results here")
     parser.add_argument("--render", type=Path, metavar="PICKLE", help="only re-render saved results")
