@@ -35,6 +35,13 @@ def test_outbound_call_waits_for_the_verdict_then_greets_a_person() -> None:
     assert len(appended(t.caller_frames(3))) == 3  # and from now on the caller is heard
 
 
+def test_a_verdict_before_the_model_is_up_greets_once_it_is() -> None:
+    t = Timeline(connect=False, await_answer=True, greeting_text="Hi!")
+    assert t.feed(t.core.on_answered_by("human", t.now)) and responses_created(t.actions) == []
+    t.model(ev.SessionStarted("sess-1"), link=1)
+    assert [c.instructions for c in responses_created(t.actions)] == [SAY_EXACTLY.format(text="Hi!")]
+
+
 def test_voicemail_gets_the_message_after_the_beep_then_the_call_hangs_up() -> None:
     t = Timeline(await_answer=True, greeting_text="Hi!", voicemail_message="Please call Acme back.")
     t.caller_frames(5)

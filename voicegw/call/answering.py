@@ -35,7 +35,7 @@ class Answering:
         if answered_by in HUMAN:
             self.answer = "human"
             self.gated = self.on_hold
-            return acts + self._greet()
+            return acts + (self._greet() if self.link.ready else [])  # else: greeted once the model is up
         message = self.opts.voicemail_message
         if answered_by == "machine_start" and message is not None:
             self.answer = "machine"  # wait for the end of its greeting (machine_end_*) to speak
