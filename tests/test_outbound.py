@@ -189,15 +189,15 @@ def spy_session_updates(gw: GatewayHandle) -> tuple[list[UpdateSession], asyncio
 
     async def opening(*args: Any, **kw: Any) -> Any:
         conn = await open_model(*args, **kw)
-        send = conn.send
+        send_now = conn.send_now  # what the bridge writes with (`send` waits on flow control first)
 
-        async def recording(cmd: Any) -> None:
+        def recording(cmd: Any) -> None:
             if isinstance(cmd, UpdateSession):
                 sent.append(cmd)
                 seen.set()
-            await send(cmd)
+            send_now(cmd)
 
-        conn.send = recording  # type: ignore[method-assign]
+        conn.send_now = recording  # type: ignore[method-assign]
         return conn
 
     gw.gateway.open_model = opening  # type: ignore[method-assign]

@@ -70,7 +70,7 @@ class _Link:
     n: int
     task: asyncio.Task[Any] | None = None
     conn: "RealtimeConnection | None" = None
-    writer: Writer[ev.ClientCommand] | None = None
+    writer: Writer[ev.ClientCommand] | DirectWriter[ev.ClientCommand] | None = None
     closing: bool = field(default=False)
 
 
@@ -244,21 +244,34 @@ class CallBridge:
             await _close_quietly(conn)
             return
         probe = self._probe
-        send = conn.send if probe is None else probe.up.wrap(conn.send)
-        link.writer = Writer(send, lambda exc: self._link_failed(link, exc), name=f"{self.info.call_sid}:model-out:{link.n}",
-                             max_queued=MODEL_QUEUE_MAX)
+        failed = lambda exc: self._link_failed(link, exc)  # noqa: E731
+        send_now = getattr(conn, "send_now", None)
+        if send_now is not None:  # a connection that writes without waiting (voicegw.realtime.connection)
+            send_now = send_now if probe is None else probe.up.wrap_sync(send_now)
+            link.writer = DirectWriter(send_now, conn.buffered, failed, name=f"{self.info.call_sid}:model-out:{link.n}")
+        else:
+            send = conn.send if probe is None else probe.up.wrap(conn.send)
+            link.writer = Writer(send, failed, name=f"{self.info.call_sid}:model-out:{link.n}", max_queued=MODEL_QUEUE_MAX)
+
+        def on_event(event: ev.ServerEvent) -> None:
+            now = self.clock()
+            timed = probe is not None and probe.model_event(event, now)
+            acts = self.core.on_model(event, now, link.n)
+            if acts:
+                if timed:
+                    self._caller_t0 = now
+                self.perform(acts)
+                self._caller_t0 = None
+
         reason = "closed by the model"
         try:
             self.perform(self.core.on_model(conn.session_created, self.clock(), link.n))
-            async for event in conn.events():
-                now = self.clock()
-                timed = probe is not None and probe.model_event(event, now)
-                acts = self.core.on_model(event, now, link.n)
-                if acts:
-                    if timed:
-                        self._caller_t0 = now
-                    self.perform(acts)
-                    self._caller_t0 = None
+            listen = getattr(conn, "listen", None)
+            if listen is not None:  # events handed over as each frame is read: no task switch per event
+                await listen(on_event)
+            else:
+                async for event in conn.events():
+                    on_event(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost link is the core's to handle

@@ -296,9 +296,12 @@ class RealtimeConnection:
         return self._wire.close_reason
 
     def buffered(self) -> int:
-        """Bytes written and not yet taken by the kernel (a model that stopped reading)."""
-        transport = self._wire.transport
-        return 0 if transport is None or self._wire.gone else int(transport.underlying_transport.get_write_buffer_size())
+        """Bytes written and not yet taken by the kernel (a model that stopped reading); 0 below the
+        transport's high-water mark, where it is not worth asking the transport (once per send)."""
+        wire = self._wire
+        if not wire.paused or wire.transport is None or wire.gone:
+            return 0
+        return int(wire.transport.underlying_transport.get_write_buffer_size())
 
     def command_for(self, event_id: str | None) -> ClientCommand | None:
         """The recently sent command that carried this event_id (audio appends without payload)."""
