@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from voicegw.gateway import Gateway
 
 log = logging.getLogger("voicegw.telephony")
+_PICOWS_LOG = logging.getLogger("picows.media")  # its per-connection lines, quiet like picows' own
 
 MEDIA_PATH = b"/twilio/media"
 PENDING_MAX = 64  # frames queued before the call is attached (connected, start, a few media)
@@ -237,7 +238,7 @@ class MediaUpgrade(asyncio.Protocol):
                 and _is_tcp(self.transport):
             self.inner = WSProtocol(
                 None, None, False, lambda request: PicoMediaSocket(app, request, self.server_state),
-                log, True, HANDSHAKE_TIMEOUT_S, False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
+                _PICOWS_LOG, True, HANDSHAKE_TIMEOUT_S, False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
                 MAX_MESSAGE_BYTES, None, 16384)
         else:
             ws = self.config.ws
