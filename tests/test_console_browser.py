@@ -142,8 +142,8 @@ async def test_real_simulated_call_appears_live(browser: Browser, tmp_path: Path
     async with running_gateway(agent_yaml=tmp_path / "agent.yaml") as gw:
         page = await browser.new_page()
         await login(page, gw.url, OPERATOR_TOKEN)
-        # the caller talks over the greeting 1.5 s in
-        interrupt = AudioSchedule.from_segments([(1500, speech_pcm8k("Wait, stop please, I have a question."))])
+        # the caller talks over the greeting 2.5 s in: its first sentence (1.4-1.7 s) was heard whole
+        interrupt = AudioSchedule.from_segments([(2500, speech_pcm8k("Wait, stop please, I have a question."))])
         caller = SimulatedCaller(gw.url, audio=interrupt, auth_token=AUTH_TOKEN)
         try:
             # the call page is open before the call starts: everything arrives live
