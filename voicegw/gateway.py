@@ -15,7 +15,7 @@ from typing import Any
 from voicegw.call.actions import Control
 from voicegw.call.bridge import CallBridge
 from voicegw.call.core import CoreOptions
-from voicegw.calllog.entries import CallInfo, CallLogSink, NullSink
+from voicegw.calllog.entries import CallInfo, CallLogEntry, CallLogSink, NullSink
 from voicegw.audio.hold import hold_loop
 from voicegw.config import Settings, fill_placeholders, placeholders
 from voicegw.logs import set_call_sid
@@ -339,6 +339,23 @@ class Gateway:
     def our_number(self, call_sid: str) -> str:
         """This side's number on the call (the one dialed, or the one calling out)."""
         return self.our_numbers.get(call_sid, "")
+
+    def call_not_answered(self, call_sid: str, from_number: str, to_number: str, agent: str, reason: str,
+                          sip_code: str | None = None) -> bool:
+        """A placed call that never connected (busy, no answer, failed, canceled): its record, with
+        no conversation. False when the call is live here after all (its own end is recorded)."""
+        if call_sid in self.calls:
+            return False
+        now = time.time()
+        self._sink.call_started(CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number,
+                                         agent=agent, started_at=now))
+        data: dict[str, Any] = {"reason": reason, "duration_s": 0.0, "answered": False}
+        if sip_code:
+            data["sip_response_code"] = sip_code
+        self._sink.event(call_sid, CallLogEntry("call.ended", now, data))
+        self._sink.call_ended(call_sid, reason, now)
+        log.info("outbound call %s to %s not answered: %s", call_sid, to_number, reason)
+        return True
 
     def answered_by(self, call_sid: str, answered_by: str, detection_ms: int | None = None) -> bool:
         """Twilio's answering-machine verdict for an outbound call; False when the call is not here."""

@@ -5,8 +5,9 @@ and any other columns, which become the call's context (`{{column}}` in the agen
 cells are left out). At most `concurrency` calls are in flight. A call is in flight from the moment
 it is placed until the gateway's call record says it ended (`until="ended"`, the default: the record
 is polled with a growing interval) or, with `until="created"`, only until Twilio accepted it. A call
-that never gets a record within `answer_timeout_s` was not answered (busy, no answer, failed at
-Twilio: the gateway only hears of answered calls) and counts as `no_answer`.
+nobody answered gets its record from Twilio's final status (end reason busy, no_answer, failed or
+canceled); one that never gets a record within `answer_timeout_s` (the status was lost) counts as
+`no_answer`.
 
 Every number ends with one result (a JSON line or a CSV row): `ended` (with the end reason and the
 answering-machine verdict from the call record), `created`, `no_answer`, `failed` (the gateway or

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Purpose = Literal["voice", "amd", "transfer"]
+Purpose = Literal["voice", "amd", "transfer", "status"]
 
 # Twilio queues calls beyond the account's calls-per-second and lets one ring for up to 10 minutes
 # (`timeout` 600); the verdict arrives within a minute of the answer. 30 minutes covers all of it.

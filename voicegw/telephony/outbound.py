@@ -46,6 +46,7 @@ log = logging.getLogger("voicegw.outbound")
 MACHINE_DETECTION = "DetectMessageEnd"  # the verdict waits for the end of a voicemail greeting
 ANSWERED_BY = frozenset({"human", "machine_start", "machine_end_beep", "machine_end_silence",
                          "machine_end_other", "fax", "unknown"})
+NOT_ANSWERED = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "canceled"}  # -> end reason
 MAX_BODY_BYTES = 8 * 1024
 REST_TIMEOUT_S = 15.0
 _FIELDS = frozenset({"to", "from", "agent", "context", "machine_detection"})
@@ -165,8 +166,12 @@ def outbound_routes(gateway: Gateway, auth: OperatorAuth, rest: TwilioRest | Non
                                            f"VOICEGW_PUBLIC_URL; not set: {', '.join(missing)}"}, 503)
         now, base = time.time(), settings.public_url.rstrip("/")
         voice = new_grant("voice", now, gateway.owner, dial.agent.key, dial.context, dial.machine_detection)
+        # the call's final status: a call nobody answered never reaches the voice webhook, so this is
+        # how it gets a record (busy, no answer, failed)
+        status = new_grant("status", now, gateway.owner, dial.agent.key, {"to": dial.to, "from": dial.from_})
         create = functools.partial(rest.create_call, dial.to, dial.from_,
-                                   url=f"{base}/twilio/voice?outbound={mint_grant(settings.stream_secret, voice)}")
+                                   url=f"{base}/twilio/voice?outbound={mint_grant(settings.stream_secret, voice)}",
+                                   status_callback=f"{base}/twilio/status?outbound={mint_grant(settings.stream_secret, status)}")
         if dial.machine_detection:
             amd = mint_grant(settings.stream_secret, new_grant("amd", now, gateway.owner))
             create = functools.partial(create, machine_detection=MACHINE_DETECTION,
@@ -209,7 +214,30 @@ def outbound_routes(gateway: Gateway, auth: OperatorAuth, rest: TwilioRest | Non
             return PlainTextResponse("no such call in progress here", status_code=404)
         return PlainTextResponse("ok")
 
+    async def status_callback(request: Request) -> Response:
+        """Twilio's final status of a placed call. One that was never answered (busy, no answer,
+        failed, canceled) is written to the call log here: no webhook or stream ever came for it."""
+        checked = await twilio_form(request, settings, "call status callback")
+        if isinstance(checked, Response):
+            return checked
+        _url, params = checked
+        try:
+            grant = verify_grant(settings.stream_secret, request.query_params.get("outbound"), "status", time.time())
+        except GrantError as exc:
+            log.warning("call status callback refused: %s", exc)
+            return PlainTextResponse("invalid outbound grant", status_code=403)
+        call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
+        if not call_sid or not status:
+            return PlainTextResponse("CallSid and CallStatus are required", status_code=400)
+        if status in NOT_ANSWERED:
+            entry = gateway.registry.entries.get(grant.agent or "")
+            agent = entry.agent.config.name if entry is not None else (grant.agent or "")
+            gateway.call_not_answered(call_sid, grant.context.get("from", ""), grant.context.get("to", ""), agent,
+                                      NOT_ANSWERED[status], params.get("SipResponseCode"))
+        return PlainTextResponse("ok")
+
     return [
         Route("/api/calls", place_call, methods=["POST"]),
         Route("/twilio/amd", amd_callback, methods=["POST"]),
+        Route("/twilio/status", status_callback, methods=["POST"]),
     ]
