@@ -29,6 +29,7 @@ def describe(name: str, levels: list[Level]) -> str:
             f"(runs: {', '.join(f'{lv.cpu_ms_per_call_s:.2f}' for lv in levels)}), "
             f"p50 c2m/m2c {med([lv.c2m.p50 for lv in levels]):.2f}/{med([lv.m2c.p50 for lv in levels]):.2f} ms, "
             f"p99 {med([lv.c2m.p99 for lv in levels]):.2f}/{med([lv.m2c.p99 for lv in levels]):.2f} ms, "
+            f"RSS per call {med([lv.rss_per_call_kib for lv in levels]):.0f} KiB, "
             f"other processes {med([lv.other_busy for lv in levels]):.0%}")
 
 

@@ -46,6 +46,7 @@ __all__ = ["MAX_EVENT_CHARS", "MAX_MESSAGE_BYTES", "ConnectionStats", "RealtimeC
 
 log = logging.getLogger(__name__)
 
+READ_BUFFER_BYTES = 8192  # grows to the largest event; picows' 16 KiB default is memory per call
 HISTORY = 512  # sent commands remembered for error matching
 PING_IDLE_S = 20.0  # ping a server silent this long; drop it when the pong takes as long again
 _AUDIO_ELIDED = AppendAudio("")
@@ -213,7 +214,7 @@ class RealtimeConnection:
                     ssl_context=_tls_context() if urlsplit(target).scheme.lower() == "wss" else None,
                     websocket_handshake_timeout=timeout,
                     extra_headers={**headers, "User-Agent": "voicegw"},
-                    max_frame_size=MAX_MESSAGE_BYTES,
+                    max_frame_size=MAX_MESSAGE_BYTES, read_buffer_init_size=READ_BUFFER_BYTES,
                     max_redirects=0,
                     enable_auto_ping=True, auto_ping_idle_timeout=PING_IDLE_S, auto_ping_reply_timeout=PING_IDLE_S,
                     auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,

@@ -40,6 +40,7 @@ MEDIA_PATH = b"/twilio/media"
 PENDING_MAX = 64  # frames queued before the call is attached (connected, start, a few media)
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 256 * 1024
+READ_BUFFER_BYTES = 4096  # Twilio's frames are ~0.3 KB: picows' 16 KiB default is memory per call
 
 
 class StreamClosed(Exception):
@@ -239,7 +240,7 @@ class MediaUpgrade(asyncio.Protocol):
             self.inner = WSProtocol(
                 None, None, False, lambda request: PicoMediaSocket(app, request, self.server_state),
                 _PICOWS_LOG, True, HANDSHAKE_TIMEOUT_S, False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
-                MAX_MESSAGE_BYTES, None, 16384)
+                MAX_MESSAGE_BYTES, None, READ_BUFFER_BYTES)
         else:
             ws = self.config.ws
             cls = import_from_string(WS_PROTOCOLS[ws]) if isinstance(ws, str) and ws in WS_PROTOCOLS else \
