@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +20,7 @@ from voicegw.gateway import STREAM_TOKEN_REUSED, Gateway
 from voicegw.logs import set_call_sid
 from voicegw.telephony import base as tel
 from voicegw.telephony.forward import forward_hops, forward_webhook
-from voicegw.telephony.grants import GrantError, OutboundGrant, verify_grant
+from voicegw.telephony.grants import GrantError, OutboundGrant, Purpose, verify_grant
 from voicegw.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
 from voicegw.telephony.relay import MAX_HOPS, RELAY_HEADER, relay, relay_target
 from voicegw.telephony.twilio import build_connect_twiml, build_overflow_twiml, public_request_url, validate_signature
@@ -61,6 +62,35 @@ async def twilio_form(request: Request, settings: Settings, what: str) -> tuple[
         return PlainTextResponse(
             "webhooks are refused: TWILIO_AUTH_TOKEN is not set (set it, or run in dev mode)", status_code=403)
     return url, params
+
+
+@dataclass(frozen=True)
+class GrantedCallback:
+    """A Twilio callback whose signature and gateway grant hold."""
+
+    url: str  # the public URL Twilio signed
+    params: dict[str, str]
+    grant: OutboundGrant
+
+
+async def granted_callback(request: Request, settings: Settings, purpose: Purpose, what: str) -> GrantedCallback | Response:
+    """`twilio_form`, then the `?outbound=` grant for `purpose` (403 when it does not hold): the
+    status callbacks of calls the gateway placed (answering verdict, final status, warm transfer)."""
+    checked = await twilio_form(request, settings, what)
+    if isinstance(checked, Response):
+        return checked
+    try:
+        grant = verify_grant(settings.stream_secret, request.query_params.get("outbound"), purpose, time.time())
+    except GrantError as exc:
+        log.warning("%s refused: %s", what, exc)
+        return PlainTextResponse("invalid outbound grant", status_code=403)
+    return GrantedCallback(checked[0], checked[1], grant)
+
+
+async def forward_to_owner(request: Request, cb: GrantedCallback, gw: Gateway) -> Response | None:
+    """The owner's answer when the call belongs to another process (None: it is ours)."""
+    return await forward_webhook(cb.url, cb.params, request.headers.get("X-Twilio-Signature"), cb.grant.owner,
+                                 gw.owner, gw.peers_dir, forward_hops(request.headers))
 
 
 async def voice_webhook(request: Request) -> Response:

@@ -34,9 +34,8 @@ from voicegw.config import placeholders
 from voicegw.console.auth import OperatorAuth
 from voicegw.console.routes import api_denied, json_response
 from voicegw.gateway import Gateway
-from voicegw.telephony.endpoints import twilio_form
-from voicegw.telephony.forward import forward_hops, forward_webhook
-from voicegw.telephony.grants import GrantError, check_context, mint_grant, new_grant, verify_grant
+from voicegw.telephony.endpoints import forward_to_owner, granted_callback
+from voicegw.telephony.grants import check_context, mint_grant, new_grant
 from voicegw.telephony.rest import TwilioRest, TwilioRestError, run_rest
 from voicegw.tools.loader import AgentEntry
 from voicegw.tools.routing import E164, normalize_number
@@ -191,20 +190,14 @@ def outbound_routes(gateway: Gateway, auth: OperatorAuth, rest: TwilioRest | Non
                               "missing_context": dial.missing_context()}, 201)
 
     async def amd_callback(request: Request) -> Response:
-        checked = await twilio_form(request, settings, "answering-machine callback")
-        if isinstance(checked, Response):
-            return checked
-        url, params = checked
-        try:
-            grant = verify_grant(settings.stream_secret, request.query_params.get("outbound"), "amd", time.time())
-        except GrantError as exc:
-            log.warning("answering-machine callback refused: %s", exc)
-            return PlainTextResponse("invalid outbound grant", status_code=403)
+        cb = await granted_callback(request, settings, "amd", "answering-machine callback")
+        if isinstance(cb, Response):
+            return cb
+        params = cb.params
         call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
         if not call_sid or answered_by not in ANSWERED_BY:
             return PlainTextResponse("CallSid and a known AnsweredBy are required", status_code=400)
-        forwarded = await forward_webhook(url, params, request.headers.get("X-Twilio-Signature"), grant.owner,
-                                          gateway.owner, gateway.peers_dir, forward_hops(request.headers))
+        forwarded = await forward_to_owner(request, cb, gateway)
         if forwarded is not None:
             return forwarded
         duration = params.get("MachineDetectionDuration", "")
@@ -217,15 +210,10 @@ def outbound_routes(gateway: Gateway, auth: OperatorAuth, rest: TwilioRest | Non
     async def status_callback(request: Request) -> Response:
         """Twilio's final status of a placed call. One that was never answered (busy, no answer,
         failed, canceled) is written to the call log here: no webhook or stream ever came for it."""
-        checked = await twilio_form(request, settings, "call status callback")
-        if isinstance(checked, Response):
-            return checked
-        _url, params = checked
-        try:
-            grant = verify_grant(settings.stream_secret, request.query_params.get("outbound"), "status", time.time())
-        except GrantError as exc:
-            log.warning("call status callback refused: %s", exc)
-            return PlainTextResponse("invalid outbound grant", status_code=403)
+        cb = await granted_callback(request, settings, "status", "call status callback")
+        if isinstance(cb, Response):
+            return cb
+        params, grant = cb.params, cb.grant
         call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
         if not call_sid or not status:
             return PlainTextResponse("CallSid and CallStatus are required", status_code=400)

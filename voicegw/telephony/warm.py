@@ -26,8 +26,7 @@ from starlette.routing import BaseRoute, Route
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from voicegw.call.actions import Control
-from voicegw.telephony.forward import forward_hops, forward_webhook
-from voicegw.telephony.grants import GrantError, mint_grant, new_grant, verify_grant
+from voicegw.telephony.grants import mint_grant, new_grant
 from voicegw.telephony.rest import TwilioRest, run_rest
 
 if TYPE_CHECKING:
@@ -89,24 +88,17 @@ async def warm_control(gw: Gateway, rest: TwilioRest, call_sid: str, control: Co
 
 
 def transfer_routes(gw: Gateway) -> list[BaseRoute]:
-    from voicegw.telephony.endpoints import twilio_form
+    from voicegw.telephony.endpoints import forward_to_owner, granted_callback
 
     async def transfer_status(request: Request) -> Response:
-        checked = await twilio_form(request, gw.settings, "transfer status callback")
-        if isinstance(checked, Response):
-            return checked
-        url, params = checked
-        try:
-            grant = verify_grant(gw.settings.stream_secret, request.query_params.get("outbound"), "transfer",
-                                 time.time())
-        except GrantError as exc:
-            log.warning("transfer status callback refused: %s", exc)
-            return PlainTextResponse("invalid transfer grant", status_code=403)
+        cb = await granted_callback(request, gw.settings, "transfer", "transfer status callback")
+        if isinstance(cb, Response):
+            return cb
+        params, grant = cb.params, cb.grant
         caller_sid, status = grant.context.get("call_sid", ""), params.get("CallStatus", "")
         if not caller_sid or status not in CALL_STATUSES:
             return PlainTextResponse("a known CallStatus is required", status_code=400)
-        forwarded = await forward_webhook(url, params, request.headers.get("X-Twilio-Signature"), grant.owner,
-                                          gw.owner, gw.peers_dir, forward_hops(request.headers))
+        forwarded = await forward_to_owner(request, cb, gw)
         if forwarded is not None:
             return forwarded
         log.info("call %s: the warm transfer's leg %s is %s", caller_sid, params.get("CallSid", "?"), status)
