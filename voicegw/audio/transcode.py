@@ -103,11 +103,12 @@ class ModelToCaller:
         )
         self._carry = b""
 
-    def convert(self, model_b64: str) -> str:
-        """Convert one model audio delta; returns "" when there is nothing to send yet."""
+    def convert(self, model_b64: str, raw: bytes | None = None) -> str:
+        """Convert one model audio delta; returns "" when there is nothing to send yet. `raw`: the
+        delta already decoded (the core checks every delta's base64 and keeps the bytes)."""
         if self._resampler is None:
             return model_b64
-        pcm = binascii.a2b_base64(model_b64)
+        pcm = binascii.a2b_base64(model_b64) if raw is None else raw
         if self._carry:
             pcm = self._carry + pcm
             self._carry = b""
