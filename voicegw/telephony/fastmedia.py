@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest
@@ -40,6 +41,8 @@ MEDIA_PATH = b"/twilio/media"
 PENDING_MAX = 64  # frames queued before the call is attached (connected, start, a few media)
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 256 * 1024
+BURST_FRAMES = 8  # frames handled per loop turn; Twilio sends one per 20 ms, so only floods wait
+BACKLOG_PAUSE = 400  # frames waiting: stop reading the socket until the backlog is a quarter of it
 READ_BUFFER_BYTES = 4096  # Twilio's frames are ~0.3 KB: picows' 16 KiB default is memory per call
 
 
@@ -64,6 +67,11 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self._guard: asyncio.TimerHandle | None = None
         self._frame_timeout_s = 30.0
         self.closed = False
+        # fairness: a socket gets BURST_FRAMES frames handled per loop turn (one read can hold
+        # hundreds: a flood must not stall the other calls on this loop)
+        self._turn_frames = 0
+        self._backlog: deque[tuple[str | None, bytes | None]] = deque()
+        self._paused = False
 
     # ---------------------------------------------------------------------- picows callbacks
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -104,8 +112,8 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         if self._guard is not None:
             self._guard.cancel()
         if self._call is not None:
-            self._call.telephony_lost("caller_hangup")
-            self._finish("disconnected")
+            if not self._backlog:  # else: once what came before the close has been handled
+                self._lost()
         else:
             with contextlib.suppress(asyncio.QueueFull):
                 self._pending.put_nowait({"type": "websocket.disconnect", "code": 1006})
@@ -121,6 +129,42 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
             except asyncio.QueueFull:
                 self.close_now(1008, "no stream start")
             return
+        if self._backlog or self._turn_frames >= BURST_FRAMES:
+            self._backlog.append((text, data))  # a burst: the rest wait for their turn
+            if len(self._backlog) > BACKLOG_PAUSE and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.underlying_transport.pause_reading()
+            return
+        if self._turn_frames == 0:
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        self._turn_frames += 1
+        self._handle(call, text, data)
+
+    def _next_turn(self) -> None:
+        """A new loop turn: up to BURST_FRAMES of what waited, then the other calls get theirs."""
+        self._turn_frames = 0
+        call, backlog = self._call, self._backlog
+        if call is None:
+            backlog.clear()
+            return
+        while backlog and self._turn_frames < BURST_FRAMES:
+            self._turn_frames += 1
+            text, data = backlog.popleft()
+            self._handle(call, text, data)
+        if self._turn_frames:
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        elif self.closed:
+            self._lost()
+        if self._paused and len(backlog) < BACKLOG_PAUSE // 4 and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.underlying_transport.resume_reading()
+
+    def _lost(self) -> None:
+        if self._call is not None and self._done is not None and not self._done.done():
+            self._call.telephony_lost("caller_hangup")
+        self._finish("disconnected")
+
+    def _handle(self, call: CallBridge, text: str | None, data: bytes | None) -> None:
         self._last_frame = asyncio.get_running_loop().time()
         if text is not None:
             event = self._gw.codec.parse(text)  # type: ignore[union-attr]
