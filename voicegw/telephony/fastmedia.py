@@ -223,6 +223,8 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
 
     def send_now(self, text: str) -> None:
         """Write a frame to the caller at once (the transport buffers; never waits)."""
+        if self.closed and self._backlog:
+            return  # gone, but frames from before the close are still being handled: they end the call
         if self.closed or self.transport is None:
             raise StreamClosed("the media stream is closed")
         self.transport.send(WSMsgType.TEXT, text.encode())
