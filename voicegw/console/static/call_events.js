@@ -11,12 +11,7 @@ function callEventRow(ev) {
   const tr = el("tr", null, "event-" + ev.status);
   tr.dataset.id = ev.id;
   tr.appendChild(el("td", ev.type, "type"));
-  tr.appendChild(el("td", ev.status, "status status-event-" + ev.status));
-  tr.appendChild(el("td", ev.attempts, "num attempts"));
-  tr.appendChild(el("td", ev.last_attempt_at ? fmtShortTime(ev.last_attempt_at) : "", "started"));
-  const error = el("td", ev.status === "delivered" ? "" : ev.last_error || "", "last-error");
-  error.title = (ev.history || []).map((a) => fmtTime(a.at) + "  " + (a.error || "HTTP " + a.status)).join("\n");
-  tr.appendChild(error);
+  appendDeliveryCells(tr, ev);
   return tr;
 }
 

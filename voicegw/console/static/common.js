@@ -79,3 +79,14 @@ function bar(fraction, className) {
 for (const link of document.querySelectorAll("nav a[data-nav]")) {
   if (link.dataset.nav === document.body.dataset.page) link.classList.add("current");
 }
+
+// A webhook event's status, attempts, last attempt and last error (every attempt on hover): the
+// cells the Events page and a call's page share.
+function appendDeliveryCells(tr, ev) {
+  tr.appendChild(el("td", ev.status, "status status-event-" + ev.status));
+  tr.appendChild(el("td", ev.attempts, "num attempts"));
+  tr.appendChild(el("td", ev.last_attempt_at ? fmtShortTime(ev.last_attempt_at) : "", "started"));
+  const error = el("td", ev.status === "delivered" ? "" : ev.last_error || "", "last-error");
+  error.title = (ev.history || []).map((a) => fmtTime(a.at) + "  " + (a.error || "HTTP " + a.status)).join("\n");
+  tr.appendChild(error);
+}

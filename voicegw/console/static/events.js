@@ -19,12 +19,7 @@ function eventRow(ev, withCall) {
     sid.title = ev.call_sid;
     tr.appendChild(sid);
   }
-  tr.appendChild(el("td", ev.status, "status status-event-" + ev.status));
-  tr.appendChild(el("td", ev.attempts, "num attempts"));
-  tr.appendChild(el("td", ev.last_attempt_at ? fmtShortTime(ev.last_attempt_at) : "", "started"));
-  const error = el("td", ev.status === "delivered" ? "" : ev.last_error || "", "last-error");
-  error.title = (ev.history || []).map((a) => fmtTime(a.at) + "  " + (a.error || "HTTP " + a.status)).join("\n");
-  tr.appendChild(error);
+  appendDeliveryCells(tr, ev);
   tr.appendChild(el("td", ev.next_attempt_at ? fmtShortTime(ev.next_attempt_at) : "", "started"));
   return tr;
 }
