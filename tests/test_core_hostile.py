@@ -53,6 +53,19 @@ def test_a_burst_of_bad_frames_is_logged_counted_and_survived() -> None:
     assert_call_over(t, "caller_hangup")
 
 
+def test_repeated_start_frames_are_bad_frames_counted_and_their_logs_capped() -> None:
+    t = Timeline()  # its stream has started
+    for i in range(500):
+        t.at(1.0 + i / 1000)
+        t.stream(tel.StreamStarted(stream_sid=f"MZ{i}", call_sid="CA1"))
+    assert not t.core.ended and t.core.stream_sid == SID
+    dup = [d for d in logs(t.actions, "error") if d["code"] == "duplicate_start"]
+    assert len(dup) == 20 and "second start frame" in dup[0]["message"]
+    t.stream(tel.StreamStopped())
+    assert logs(t.actions, "call.ended")[0]["bad_frames"] == 500
+    assert_call_over(t, "caller_hangup")
+
+
 def test_a_sustained_flood_of_bad_frames_ends_the_call() -> None:
     t = Timeline()
     t.at(1.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import statistics
 import time
@@ -136,6 +137,30 @@ def gaps_ms(times: list[float]) -> list[float]:
 async def test_junk_frames_next_to_a_healthy_call() -> None:
     frames = [f for f in collect(FRAMES, JUNK_FRAMES + 300) if junk(f)][:JUNK_FRAMES]
     assert len(frames) == JUNK_FRAMES
+    # Hypothesis leaves ~160k objects of cyclic garbage behind; a full collection of them takes
+    # 300+ ms and, left to the collector's thresholds, lands inside the measured window (it did:
+    # one 564 ms gap). Collect it now, as `voicegw serve` collects and freezes its start-up objects.
+    gc.collect()
+    pauses: list[float] = []
+    gc.callbacks.append(gc_timer := _gc_timer(pauses))
+    try:
+        await _junk_beside_healthy(frames, pauses)
+    finally:
+        gc.callbacks.remove(gc_timer)
+
+
+def _gc_timer(pauses: list[float]) -> Any:
+    started = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.perf_counter() - started[0]) * 1000)
+    return on_gc
+
+
+async def _junk_beside_healthy(frames: list[Any], gc_pauses: list[float]) -> None:
     async with running_gateway(agent_yaml=AGENT) as gw:
         # the junk stream's call first, until its greeting is synthesized (the embedded model's
         # one speech thread is then free for the healthy call: what is measured is the junk)
@@ -165,7 +190,8 @@ async def test_junk_frames_next_to_a_healthy_call() -> None:
     pace = statistics.median(gaps)
     worst = max(gaps)
     print(f"\nfuzz/telephony: {len(frames)} junk frames sent in {sent_s:.2f}s; healthy call: {len(times)} media "
-          f"frames, pace {pace:.1f} ms, worst gap {worst:.1f} ms (excess {worst - pace:.1f} ms)")
+          f"frames, pace {pace:.1f} ms, worst gap {worst:.1f} ms (excess {worst - pace:.1f} ms); "
+          f"worst GC pause {max(gc_pauses, default=0):.1f} ms")
     assert left == [], left
     assert junk_rec["end_reason"] == "caller_hangup", junk_rec["end_reason"]
     assert junk_rec["reconnects"] == [] and healthy_rec["reconnects"] == []
@@ -178,7 +204,7 @@ async def test_junk_frames_next_to_a_healthy_call() -> None:
     # the healthy caller's audio kept its pace while the junk was being handled: one media frame
     # per model delta, paced by the model; no gap more than MAX_EXCESS_GAP_MS beyond that pace
     assert len(times) >= 20, result.summary()
-    assert worst - pace <= MAX_EXCESS_GAP_MS, (pace, worst, gaps)
+    assert worst - pace <= MAX_EXCESS_GAP_MS, (pace, worst, gaps, f"worst GC pause {max(gc_pauses, default=0):.1f} ms")
 
 
 # ------------------------------------------------------------------------------ model events

@@ -194,20 +194,24 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answerin
         if isinstance(e, tel.StreamStopped):
             return self.end("caller_hangup", now)
         if isinstance(e, tel.BadFrame):
-            meter = self.bad_frames
-            if meter.bad(now):
-                return [self._log("error", now, source="telephony", code="bad_frames",
-                                  message=f"more than {FLOOD_PER_SECOND} bad frames a second for {FLOOD_SECONDS} s "
-                                          f"({meter.total} in all): this is not a phone call, ending it")] \
-                    + self.end("bad_frames", now)
-            if meter.total <= MAX_BAD_FRAME_LOGS:
-                return [self._log("error", now, source="telephony", message=e.error, code="bad_frame")]
+            return self._bad_frame(e.error, "bad_frame", now)
+        return []
+
+    def _bad_frame(self, message: str, code: str, now: float) -> list[Action]:
+        """Counted, logged up to MAX_BAD_FRAME_LOGS, and a flood of them ends the call."""
+        meter = self.bad_frames
+        if meter.bad(now):
+            return [self._log("error", now, source="telephony", code="bad_frames",
+                              message=f"more than {FLOOD_PER_SECOND} bad frames a second for {FLOOD_SECONDS} s "
+                                      f"({meter.total} in all): this is not a phone call, ending it")] \
+                + self.end("bad_frames", now)
+        if meter.total <= MAX_BAD_FRAME_LOGS:
+            return [self._log("error", now, source="telephony", message=message, code=code)]
         return []
 
     def _stream_started(self, e: tel.StreamStarted, now: float) -> list[Action]:
-        if self.stream_sid is not None:
-            return [self._log("error", now, source="telephony", code="duplicate_start",
-                              message="a second start frame on this stream was ignored")]
+        if self.stream_sid is not None:  # a bad frame like any other: counted, and its logs capped
+            return self._bad_frame("a second start frame on this stream was ignored", "duplicate_start", now)
         self.stream_sid = e.stream_sid
         params = {k: v for k, v in e.custom_parameters.items() if k.lower() != "token"}
         acts: list[Action] = [self._log("stream.started", now, stream_sid=e.stream_sid, tracks=list(e.tracks),
