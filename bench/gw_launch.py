@@ -7,10 +7,15 @@ so the density benchmark can report the collector's pauses inside its window. `v
 runs on uvloop when it can import it; `--asyncio` hides uvloop so it falls back to the standard
 event loop, to measure what the event loop is worth. Everything after the options is the
 ordinary `voicegw` command line.
+
+With `BENCH_TRACEMALLOC=DIR` in the environment, tracemalloc traces every allocation and each
+SIGUSR2 writes a snapshot to DIR/snapshot-N (see bench.mem_profile).
 """
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import sys
 import time
 from typing import Any, TextIO
@@ -28,7 +33,22 @@ def log_gc_pauses(out: TextIO) -> None:
     gc.callbacks.append(on_gc)
 
 
+def snapshots_on_signal(directory: str) -> None:
+    import tracemalloc
+
+    tracemalloc.start(6)
+    taken = [0]
+
+    def dump(_signum: int, _frame: Any) -> None:
+        taken[0] += 1
+        tracemalloc.take_snapshot().dump(os.path.join(directory, f"snapshot-{taken[0]}"))
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def main(argv: list[str]) -> int:
+    if os.environ.get("BENCH_TRACEMALLOC"):
+        snapshots_on_signal(os.environ["BENCH_TRACEMALLOC"])
     while argv and argv[0].startswith("--"):
         opt = argv.pop(0)
         if opt == "--gc-log":

@@ -182,13 +182,14 @@ async def test_send_receive_round_trip_and_error_matching() -> None:
     sent_audio = await asyncio.wait_for(peer.received.get(), 2)
     assert sent_update["type"] == "session.update" and sent_update["event_id"] == "evt_1"
     assert sent_update["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
-    assert sent_audio == {"type": "input_audio_buffer.append", "event_id": "evt_2", "audio": "AAAA"}
+    assert sent_audio == {"type": "input_audio_buffer.append", "event_id": "aud_2", "audio": "AAAA"}
     assert got[0] == ev.RateLimits(())  # arrived before session.created, delivered first
     error = got[1]
     assert isinstance(error, ev.ModelError) and error.event_id == "evt_1"
     assert conn.command_for(error.event_id) is update
-    assert conn.command_for("evt_2") == ev.AppendAudio("")  # remembered without the audio
-    assert conn.command_for("evt_99") is None
+    assert conn.command_for("aud_2") == ev.AppendAudio("")  # known by its id, without the audio
+    assert conn.command_for("evt_2") is None and conn.command_for("evt_99") is None
+    assert len(conn._recent) == 1  # noqa: SLF001  (appends take no room in the history)
     assert got[2] == ev.AudioDelta("r1", "i1", "f39/fw==", 0)
     assert got[3] == ev.Ignored("<invalid json>")
     assert conn.stats.events_out == 2 and conn.stats.events_in == 5  # every message, those during open too

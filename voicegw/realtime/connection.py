@@ -7,9 +7,11 @@ frames arrive by callback and are decoded there, sends are written at once.
 * `open` retries only failures that may heal (refused connections, timeouts, HTTP 5xx/408/429),
   never 401/403/404, and waits for `session.created` before returning. Its errors name the status
   and a redacted URL, never a key or token. Redirects are not followed (they would carry the key).
-* `send` numbers every command (``evt_<n>``) and remembers the last few hundred, so an ``error``
-  event (whose ``event_id`` names the command that caused it) can be traced with `command_for`.
-  Audio appends are remembered without their payload so the history holds no audio. A send made
+* `send` numbers every command and remembers the last few dozen, so an ``error`` event (whose
+  ``event_id`` names the command that caused it) can be traced with `command_for`. Audio appends
+  (50 a second) are numbered ``aud_<n>`` and not stored: their id says what they were, and the
+  history holds no audio; other commands are ``evt_<n>``. A call's memory stays flat this way
+  (a history of every command sent would hold ~55 KiB per call at 50 appends a second). A send made
   while the socket's write buffer is over its high-water mark (the peer is not reading: flow
   control) waits at most `send_timeout`, then the socket is aborted; one that need not wait arms
   no timer, which matters at 50 appends per second per call. `send_now` writes without waiting:
@@ -47,7 +49,7 @@ __all__ = ["MAX_EVENT_CHARS", "MAX_MESSAGE_BYTES", "ConnectionStats", "RealtimeC
 log = logging.getLogger(__name__)
 
 READ_BUFFER_BYTES = 8192  # grows to the largest event; picows' 16 KiB default is memory per call
-HISTORY = 512  # sent commands remembered for error matching
+HISTORY = 64  # commands other than audio appends remembered for error matching
 PING_IDLE_S = 20.0  # ping a server silent this long; drop it when the pong takes as long again
 _AUDIO_ELIDED = AppendAudio("")
 _SECRET_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token", "sig", "signature"})
@@ -306,7 +308,11 @@ class RealtimeConnection:
 
     def command_for(self, event_id: str | None) -> ClientCommand | None:
         """The recently sent command that carried this event_id (audio appends without payload)."""
-        return self._recent.get(event_id) if event_id else None
+        if not event_id:
+            return None
+        if event_id.startswith("aud_"):  # only appends are given these ids
+            return _AUDIO_ELIDED
+        return self._recent.get(event_id)
 
     # -- traffic -------------------------------------------------------------------------------
 
@@ -320,12 +326,15 @@ class RealtimeConnection:
         if wire.closed:
             raise wire.closed_error()
         self._seq += 1
-        event_id = f"evt_{self._seq}"
-        text = self.dialect.encode_json(cmd, event_id)
-        recent = self._recent
-        recent[event_id] = _AUDIO_ELIDED if type(cmd) is AppendAudio else cmd
-        if len(recent) > HISTORY:
-            recent.popitem(last=False)
+        if type(cmd) is AppendAudio:
+            text = self.dialect.encode_json(cmd, f"aud_{self._seq}")
+        else:
+            event_id = f"evt_{self._seq}"
+            text = self.dialect.encode_json(cmd, event_id)
+            recent = self._recent
+            recent[event_id] = cmd
+            if len(recent) > HISTORY:
+                recent.popitem(last=False)
         wire.transport.send(_TEXT, text.encode())  # type: ignore[union-attr]
         if wire.paused and wire.stall is None:
             wire.stall = asyncio.get_running_loop().call_later(wire.send_timeout, wire.stall_expired)
