@@ -1,7 +1,8 @@
 """Every benchmark, then docs/BENCHMARKS.md: `python -m bench.run_all [--quick]` (`make bench`).
 
 Load goes to 127.0.0.1 only, every run is bounded in calls and time, and each gateway process is
-stopped at the end. The full run takes about ten minutes on a 2-core machine; --quick about two.
+stopped at the end. The full run takes about twenty minutes on a 2-core machine (ten of them the
+memory soak); --quick about four.
 It needs two cores: the gateway is pinned to core 0 and the load to core 1.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_audio, bench_bargein, bench_greeting, bench_setup
+from bench import bench_audio, bench_bargein, bench_greeting, bench_setup, bench_soak
 from bench.bench_density import DensityRun, pin_load_side
 from bench.report import Results, render
 from voicegw.audio.resample import StreamResampler
@@ -68,6 +69,11 @@ async def run(quick: bool, only: set[str]) -> Results:
         for mode in ("g711_ulaw", "pcm16"):
             log(f"set-up burst, {mode}")
             res.setup.append(await bench_setup.run(50 if quick else 200, 5.0 if quick else 10.0, mode, log))
+    if "soak" in only:
+        minutes = 1.0 if quick else 10.0
+        log(f"soak, g711_ulaw, 100 calls, {minutes:g} min")
+        res.soak = await bench_soak.run("g711_ulaw", 100, minutes, log)
+        log(bench_soak.describe(res.soak))
     if "audio" in only:
         log("audio")
         res.alias_db = bench_audio.alias_rejection_db(StreamResampler)
@@ -79,8 +85,8 @@ async def run(quick: bool, only: set[str]) -> Results:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer levels and samples, shorter windows")
-    parser.add_argument("--only", default="density,baseline,greeting,setup,bargein,audio",
-                        help="comma-separated subset of density,baseline,greeting,setup,bargein,audio")
+    parser.add_argument("--only", default="density,baseline,greeting,setup,bargein,soak,audio",
+                        help="comma-separated subset of density,baseline,greeting,setup,bargein,soak,audio")
     parser.add_argument("--out", type=Path, default=DOCS / "BENCHMARKS.md")
     parser.add_argument("--save", type=Path, help="also pickle the raw results here")
     parser.add_argument("--render", type=Path, metavar="PICKLE", help="only re-render saved results")
