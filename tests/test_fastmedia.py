@@ -69,6 +69,39 @@ async def test_a_stream_on_picows_takes_fragmented_and_binary_frames_and_the_cal
     assert record["transcript"][0]["role"] == "agent"  # the greeting was said on this call
 
 
+async def test_a_stream_that_goes_silent_ends_the_call_after_the_frame_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames flowing for longer than the timeout keep the call up; silence (the socket still open)
+    ends it as telephony_timeout, one check interval (1 s) or so after the timeout."""
+    from voicegw.telephony import endpoints
+
+    monkeypatch.setattr(endpoints, "FRAME_TIMEOUT_S", 2.0)
+    async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
+        url, params = await _stream_target(gw.url)
+        start = json.dumps({"event": "start", "start": {
+            "accountSid": "AC" + "1" * 32, "streamSid": "MZ1", "callSid": CALL_SID, "tracks": ["inbound"],
+            "customParameters": params, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        async with connect(url, compression=None, proxy=None) as ws:
+            reader = asyncio.ensure_future(_drain(ws))
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(start)
+            loop = asyncio.get_running_loop()
+            for i in range(175):  # 3.5 s of real-time frames: longer than the timeout
+                await ws.send(_media(i))
+                await asyncio.sleep(0.02)
+            assert CALL_SID in gw.gateway.calls  # still up: frames kept coming past the timeout
+            silent_from = loop.time()
+            record = await gw.call_record(CALL_SID, timeout=10)
+            ended_after = loop.time() - silent_from
+            reader.cancel()
+    assert record["end_reason"] == "telephony_timeout", record["end_reason"]
+    assert 2.0 <= ended_after <= 4.5, ended_after
+
+
+async def _drain(ws: object) -> None:
+    async for _ in ws:  # type: ignore[attr-defined]
+        pass
+
+
 async def test_other_websocket_paths_stay_on_uvicorns_implementation() -> None:
     async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
         ws_base = gw.url.replace("http://", "ws://")

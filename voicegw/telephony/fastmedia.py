@@ -63,7 +63,12 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self._call: CallBridge | None = None
         self._gw: Gateway | None = None
         self._done: asyncio.Future[str] | None = None
-        self._last_frame = 0.0
+        # `asyncio.get_running_loop()` costs a getpid() system call on every use (CPython's fork
+        # check): the loop is looked up once, and frames are counted rather than timestamped
+        self._loop = asyncio.get_running_loop()
+        self._frames = 0  # frames handled; the silence guard notices when it stops moving
+        self._frames_seen = 0
+        self._last_frame = 0.0  # when the guard last saw the count move
         self._guard: asyncio.TimerHandle | None = None
         self._frame_timeout_s = 30.0
         self.closed = False
@@ -136,7 +141,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
                 self.transport.underlying_transport.pause_reading()
             return
         if self._turn_frames == 0:
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            self._loop.call_soon(self._next_turn)
         self._turn_frames += 1
         self._handle(call, text, data)
 
@@ -152,7 +157,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
             text, data = backlog.popleft()
             self._handle(call, text, data)
         if self._turn_frames:
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            self._loop.call_soon(self._next_turn)
         elif self.closed:
             self._lost()
         if self._paused and len(backlog) < BACKLOG_PAUSE // 4 and self.transport is not None and not self.closed:
@@ -165,7 +170,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self._finish("disconnected")
 
     def _handle(self, call: CallBridge, text: str | None, data: bytes | None) -> None:
-        self._last_frame = asyncio.get_running_loop().time()
+        self._frames += 1
         if text is not None:
             event = self._gw.codec.parse(text)  # type: ignore[union-attr]
         else:
@@ -199,8 +204,11 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
     def _check_silence(self) -> None:
         if self._done is None or self._done.done():
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._last_frame >= self._frame_timeout_s:
+        loop = self._loop
+        now = loop.time()
+        if self._frames != self._frames_seen:  # frames came since the last look: not silent
+            self._frames_seen, self._last_frame = self._frames, now
+        elif now - self._last_frame >= self._frame_timeout_s:
             if self._call is not None:
                 self._call.telephony_lost("telephony_timeout")
             self._finish("timeout")
