@@ -8,6 +8,8 @@ runs on uvloop when it can import it; `--asyncio` hides uvloop so it falls back 
 event loop, to measure what the event loop is worth. Everything after the options is the
 ordinary `voicegw` command line.
 
+With `BENCH_STALLS=PATH`, a watchdog thread appends the main thread's stack to PATH whenever the
+event loop has not come round for `BENCH_STALL_MS` (default 25 ms): where a stall comes from.
 With `BENCH_TRACEMALLOC=DIR` in the environment, tracemalloc traces every allocation and each
 SIGUSR2 writes a snapshot to DIR/snapshot-N (see bench.mem_profile).
 """
@@ -46,7 +48,52 @@ def snapshots_on_signal(directory: str) -> None:
     signal.signal(signal.SIGUSR2, dump)
 
 
+def watch_stalls(path: str, stall_ms: float) -> None:
+    """A loop callback stamps a heartbeat every 5 ms; a thread checks it and, when it is older than
+    `stall_ms`, writes what the main thread is executing (once per stall)."""
+    import asyncio
+    import threading
+    import traceback
+
+    main_id = threading.get_ident()
+    beat = [time.monotonic()]
+    out = open(path, "a", buffering=1)
+
+    async def heartbeat() -> None:
+        while True:
+            beat[0] = time.monotonic()
+            await asyncio.sleep(0.005)
+
+    def watchdog() -> None:
+        reported = 0.0
+        while True:
+            time.sleep(stall_ms / 4000)
+            late = time.monotonic() - beat[0]
+            if late * 1000 >= stall_ms and beat[0] != reported:
+                reported = beat[0]
+                frame = sys._current_frames().get(main_id)
+                stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)\n"
+                out.write(f"--- {time.monotonic():.3f} loop late {late * 1000:.0f} ms\n{stack}")
+
+    def on_loop_start() -> None:
+        beat[0] = time.monotonic()
+        asyncio.ensure_future(heartbeat())
+        threading.Thread(target=watchdog, daemon=True, name="stall-watchdog").start()
+
+    import voicegw.server as server
+
+    original = server.tune_gc
+
+    def tune_gc_and_watch() -> None:  # called once the loop runs, at start-up
+        original()
+        on_loop_start()
+
+    server.tune_gc = tune_gc_and_watch
+
+
 def main(argv: list[str]) -> int:
+    if os.environ.get("BENCH_STALLS"):
+        watch_stalls(os.environ["BENCH_STALLS"], float(os.environ.get("BENCH_STALL_MS", "25")))
     if os.environ.get("BENCH_TRACEMALLOC"):
         snapshots_on_signal(os.environ["BENCH_TRACEMALLOC"])
     while argv and argv[0].startswith("--"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import bench_audio, bench_bargein, bench_greeting, bench_setup, bench_soak
 from bench.bench_density import DensityRun, pin_load_side
-from bench.report import Results, render
+from bench.report import Results, head_commit, now_utc, render
 from voicegw.audio.resample import StreamResampler
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -34,7 +34,7 @@ def log(msg: str) -> None:
 
 async def run(quick: bool, only: set[str]) -> Results:
     pin_load_side()
-    res = Results(quick=quick)
+    res = Results(quick=quick, commit=head_commit(), measured_at=now_utc())
     started = time.monotonic()
     window, warm = (4.0, 1.0) if quick else (10.0, 2.0)
     if "density" in only:
