@@ -13,7 +13,7 @@ from tests.test_core_timelines import (
     SID, Timeline, assert_call_over, cmds, frame, intents, logs, of, pcm24, pos, ulaw,
 )
 from voicegw.audio.transcode import ModelToCaller, b64_decoded_len
-from voicegw.call.actions import CloseModel, Control, EndCall, OpenModel, ToCaller
+from voicegw.call.actions import CloseModel, Control, EndCall, OpenModel, RunTool, ToCaller
 from voicegw.call.agentaudio import MAX_BAD_AUDIO_LOGS, MAX_PLAY_BYTES, MAX_QUEUED_AUDIO_MS
 from voicegw.call.redact import Redactor, digits_of, luhn_ok, mask_kinds
 from voicegw.realtime import events as ev
@@ -277,6 +277,23 @@ def test_tool_values_are_masked_in_any_spacing_and_as_digit_words() -> None:
     assert r.mask("one five five five zero one zero zero") == "[redacted]"
     assert r.mask("ada lovelace speaking about 42") == "[redacted] speaking about 42"
     assert r.mask("15550100123") == "15550100123"  # part of a longer number: not this value
+
+
+def test_a_tools_redact_paths_keep_its_arguments_out_of_the_log_from_the_first_call() -> None:
+    t = Timeline(tool_redact={"charge": (("card",), ("holder", "email"))})
+    t.caller_says("u1", "My card is 4242 4242 4242 4242.")
+    acts = t.tool_call("r1", "call_1", "charge",
+                       '{"card": "4242424242424242", "holder": {"email": "ada@example.com", "name": "Ada"}}')
+    call = logs(acts, "tool.call")[0]
+    assert call["arguments"] == {"card": "[redacted]", "holder": {"email": "[redacted]", "name": "Ada"}}
+    # the values are known from this moment: the earlier transcript is logged again, masked
+    assert {d["item_id"]: d["text"] for d in logs(acts, "transcript")} == {"u1": "My card is [redacted]."}
+    run = [a for a in acts if isinstance(a, RunTool)][0]
+    assert "4242424242424242" in run.arguments  # the tool itself gets the real value
+    t.caller_says("u2", "ada@example.com is my email")
+    assert logs(t.actions, "transcript")[-1]["text"] == "[redacted] is my email"
+    t.tool_call("r2", "call_2", "other", '{"card": "4242424242424242"}')  # a tool without redact paths
+    assert logs(t.actions, "tool.call")[-1]["arguments"] == {"card": "[redacted]"}  # the learned value
 
 
 def test_a_tool_redact_value_masks_later_and_earlier_transcripts() -> None:

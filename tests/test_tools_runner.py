@@ -456,3 +456,35 @@ async def test_switch_agent_names_the_target_whose_own_toolset_runs_its_tools(tm
     assert balance.ok and json.loads(balance.output) == {"balance": 12}
     # each toolset runs only its own agent's tools: the switch is the call core's, not the runner's
     assert not (await entries[key].tools.run(after, "balance", "{}")).ok
+
+
+async def test_the_gateway_gives_each_call_its_tools_redact_paths() -> None:
+    """A call's core knows which argument fields its tools mark `redact`, so the first tool.call
+    entry is already masked (tests/test_core_hostile.py shows the masking)."""
+    import httpx
+
+    from tests.harness import AUTH_TOKEN, running_gateway
+    from voicegw.telephony.twilio import sign
+
+    agent = textwrap.dedent("""
+        name: payments
+        instructions: You take payments.
+        audio_mode: g711_ulaw
+        tools:
+          - name: charge
+            description: charge a card
+            parameters: {type: object, properties: {card: {type: string}, amount: {type: number}}}
+            redact: [card]
+            static: {result: {ok: true}}
+          - name: balance
+            description: the balance
+            parameters: {type: object, properties: {}}
+            static: {result: {balance: 3}}
+        """)
+    async with running_gateway(agent_yaml=agent) as gw:
+        sid, url = "CA" + "5" * 32, gw.url + "/twilio/voice"
+        form = {"CallSid": sid, "AccountSid": "AC" + "1" * 32, "From": "+15550100001", "To": "+15550100002"}
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+            resp = await http.post(url, data=form, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, form)})
+        assert resp.status_code == 200
+        assert gw.gateway.calls[sid].core.opts.tool_redact == {"charge": (("card",),)}

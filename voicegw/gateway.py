@@ -206,6 +206,7 @@ class Gateway:
             post_call_schema=agent.post_call.extract,
             post_call_timeout_s=agent.post_call.timeout,
             hold_loop_ulaw=self.hold_loop,
+            tool_redact=self._tool_redact(),
         )
         info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=agent.name,
                         started_at=time.time())
@@ -319,6 +320,16 @@ class Gateway:
 
     def _count_active(self) -> None:
         self.metrics.active(len(self.calls), len(self._prewarm_timers))
+
+    def _tool_redact(self) -> dict[str, Any]:
+        """Every agent's tools' `redact` paths by tool name (a call may switch agents; a name two
+        agents share is masked at the paths of both)."""
+        out: dict[str, Any] = {}
+        for entry in getattr(self.registry, "entries", {}).values():
+            paths_of = getattr(entry.tools, "redact_paths", None)
+            for name, paths in (paths_of() if paths_of is not None else {}).items():
+                out[name] = tuple(dict.fromkeys([*out.get(name, ()), *paths]))
+        return out
 
     # --------------------------------------------------------------------- CallHooks
     def toolset_for(self, agent_key: str) -> ToolRunner:

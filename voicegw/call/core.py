@@ -33,6 +33,7 @@ from voicegw.call.leaving import ExitPlan
 from voicegw.call.modellink import ModelLink
 from voicegw.call.playout import Playout
 from voicegw.call.redact import Redactor
+from voicegw.tools.paths import redact, redacted_values
 from voicegw.call.responses import OUT_OF_BAND, ResponseBook
 from voicegw.call.sessions import ModelSessions
 from voicegw.call.tooling import ToolBook
@@ -77,6 +78,7 @@ class CoreOptions:
     post_call_schema: dict[str, Any] | None = None  # ... and to fill this JSON Schema from the call
     post_call_timeout_s: float = 15.0
     hold_loop_ulaw: bytes = b""  # hold music (8 kHz mu-law, >= 1 s, looped) during a warm transfer
+    tool_redact: dict[str, Any] = field(default_factory=dict)  # tool name -> its `redact` paths
 
 
 class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answering, WarmTransfer):
@@ -345,9 +347,14 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answerin
             args: object = json.loads(e.arguments) if e.arguments else {}
         except ValueError:
             args = e.arguments
+        acts: list[Action] = []
+        paths = self.opts.tool_redact.get(e.name)
+        if paths:  # the tool marks these fields: never logged, and masked in transcripts from now on
+            acts = self._learn_redacted(redacted_values(args, paths), now)
+            args = redact(args, paths)
         if self.redactor.active:
             args = self.redactor.mask_value(args)
-        return [self._log("tool.call", now, call_id=e.call_id, name=e.name, arguments=args),
+        return [*acts, self._log("tool.call", now, call_id=e.call_id, name=e.name, arguments=args),
                 RunTool(e.call_id, e.name, e.arguments, e.response_id)]
 
     def _response_done(self, e: ev.ResponseDone, now: float) -> list[Action]:

@@ -94,3 +94,28 @@ def redact(value: Any, paths: tuple[tuple[Segment, ...], ...]) -> Any:
             return REDACTED
         _redact(out, segs)
     return out
+
+
+def redacted_values(value: Any, paths: tuple[tuple[Segment, ...], ...]) -> tuple[str, ...]:
+    """The concrete values (strings and numbers, as text) at `paths` in `value`."""
+    out: list[str] = []
+
+    def collect(v: Any) -> None:
+        if isinstance(v, bool) or v is None:
+            return
+        if isinstance(v, (str, int, float)):
+            text = str(v).strip()
+            if text:
+                out.append(text)
+        elif isinstance(v, list):
+            for x in v:
+                collect(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                collect(x)
+
+    for segs in paths:
+        found, picked = select(value, segs)
+        if found:
+            collect(picked)
+    return tuple(out)

@@ -29,7 +29,7 @@ from voicegw.tools.contract import ToolContext, ToolOutcome
 from voicegw.config import LoadedAgent, Settings
 from voicegw.realtime.events import ToolDecl
 from voicegw.tools.base import Handler, HandlerInfo, ToolError
-from voicegw.tools.paths import Segment, redact, select
+from voicegw.tools.paths import Segment, redact, redacted_values
 from voicegw.tools.schema import Tool
 from voicegw.tools.templates import Scrubber
 
@@ -81,6 +81,10 @@ class ToolSet:
     def filler(self, name: str) -> str | None:
         bound = self._tools.get(name)
         return bound.tool.filler if bound else None
+
+    def redact_paths(self) -> dict[str, tuple[tuple[Segment, ...], ...]]:
+        """Each tool's `redact` paths (the call masks them in the logged arguments at once)."""
+        return {name: b.tool.redact for name, b in self._tools.items() if b.tool.redact}
 
     async def run(self, ctx: ToolContext, name: str, arguments: str) -> ToolOutcome:
         started = time.monotonic()
@@ -155,31 +159,6 @@ class ToolSet:
                 return wrapped
             keep //= 2
         return json.dumps({"truncated": True})
-
-
-def redacted_values(value: Any, paths: tuple[tuple[Segment, ...], ...]) -> tuple[str, ...]:
-    """The concrete values (strings and numbers, as text) at `paths` in `value`."""
-    out: list[str] = []
-
-    def collect(v: Any) -> None:
-        if isinstance(v, bool) or v is None:
-            return
-        if isinstance(v, (str, int, float)):
-            text = str(v).strip()
-            if text:
-                out.append(text)
-        elif isinstance(v, list):
-            for x in v:
-                collect(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                collect(x)
-
-    for segs in paths:
-        found, picked = select(value, segs)
-        if found:
-            collect(picked)
-    return tuple(out)
 
 
 def _json(value: Any) -> str:
