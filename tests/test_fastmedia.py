@@ -31,6 +31,12 @@ async def _stream_target(base: str) -> tuple[str, dict[str, str]]:
     return target.url, target.parameters
 
 
+def _start(params: dict[str, str]) -> str:
+    return json.dumps({"event": "start", "start": {
+        "accountSid": "AC" + "1" * 32, "streamSid": "MZ1", "callSid": CALL_SID, "tracks": ["inbound"],
+        "customParameters": params, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+
+
 def _media(i: int) -> str:
     payload = base64.b64encode(b"\xff" * 160).decode()
     return json.dumps({"event": "media", "sequenceNumber": str(i + 2), "streamSid": "MZ1",
@@ -40,9 +46,7 @@ def _media(i: int) -> str:
 async def test_a_stream_on_picows_takes_fragmented_and_binary_frames_and_the_call_goes_on() -> None:
     async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
         url, params = await _stream_target(gw.url)
-        start = json.dumps({"event": "start", "start": {
-            "accountSid": "AC" + "1" * 32, "streamSid": "MZ1", "callSid": CALL_SID, "tracks": ["inbound"],
-            "customParameters": params, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        start = _start(params)
         async with connect(url, compression=None, proxy=None) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             third = len(start) // 3
@@ -77,9 +81,7 @@ async def test_a_stream_that_goes_silent_ends_the_call_after_the_frame_timeout(m
     monkeypatch.setattr(endpoints, "FRAME_TIMEOUT_S", 2.0)
     async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
         url, params = await _stream_target(gw.url)
-        start = json.dumps({"event": "start", "start": {
-            "accountSid": "AC" + "1" * 32, "streamSid": "MZ1", "callSid": CALL_SID, "tracks": ["inbound"],
-            "customParameters": params, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        start = _start(params)
         async with connect(url, compression=None, proxy=None) as ws:
             reader = asyncio.ensure_future(_drain(ws))
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
