@@ -33,7 +33,6 @@ from voicegw.call.leaving import ExitPlan
 from voicegw.call.modellink import ModelLink
 from voicegw.call.playout import Playout
 from voicegw.call.redact import Redactor
-from voicegw.tools.paths import redact, redacted_values
 from voicegw.call.responses import OUT_OF_BAND, ResponseBook
 from voicegw.call.sessions import ModelSessions
 from voicegw.call.tooling import ToolBook
@@ -43,6 +42,7 @@ from voicegw.calllog.entries import CallLogEntry
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
 from voicegw.tools.contract import HangUp, SwitchAgent, ToolOutcome, Transfer
+from voicegw.tools.paths import redact, redacted_values
 
 SAY_EXACTLY = 'Say exactly this to the caller, and nothing else: "{text}"'
 KEYPAD_PREFIX = "[keypad] "
