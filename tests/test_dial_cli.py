@@ -163,3 +163,17 @@ async def test_a_rerun_skips_what_is_done_never_redials_a_call_in_flight_and_ret
         assert [p["To"] for p in fake.created] == [fresh, refused]
     numbers = json.loads(state.read_text())["numbers"]
     assert {n: e["status"] for n, e in numbers.items()} == {n: "created" for n in (done, in_flight, fresh, refused)}
+
+
+async def test_a_campaign_places_at_most_cps_calls_a_second(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    numbers = [f"+1555020{i:04d}" for i in range(4)]
+    csv_path = write_csv(tmp_path / "paced.csv", [{"to": n} for n in numbers])
+    async with twilio_and_gateway() as (gw, fake, twilio):
+        code = await dial(gw, "--csv", str(csv_path), "--concurrency", "4", "--cps", "4", "--until", "created")
+    assert code == 0 and sorted(p["To"] for p in fake.created) == numbers
+    state = json.loads((tmp_path / "paced.csv.state.json").read_text())
+    placed = sorted(e["placed_at"] for e in state["numbers"].values())
+    gaps = [b - a for a, b in zip(placed, placed[1:])]
+    assert min(gaps) >= 0.2, gaps  # one slot every 0.25 s, though four workers were free at once
+    assert "4 at a time, 4 placed a second" in capsys.readouterr().err
+    assert await dial(gw, "--csv", str(csv_path), "--cps", "-1") == 2

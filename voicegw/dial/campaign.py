@@ -2,7 +2,9 @@
 
 The CSV has a header row with a `to` column (the number to call), optionally an `agent` column,
 and any other columns, which become the call's context (`{{column}}` in the agent's texts; empty
-cells are left out). At most `concurrency` calls are in flight. A call is in flight from the moment
+cells are left out). At most `concurrency` calls are in flight, and at most `cps` are placed a second
+(Twilio queues an account's outbound calls beyond its calls-per-second limit, one a second unless
+raised, so a faster burst only waits at Twilio). A call is in flight from the moment
 it is placed until the gateway's call record says it ended (`until="ended"`, the default: the record
 is polled with a growing interval) or, with `until="created"`, only until Twilio accepted it. A call
 nobody answered gets its record from Twilio's final status (end reason busy, no_answer, failed or
@@ -137,6 +139,7 @@ def _at_start(out: TextIO) -> bool:
 class CampaignOptions:
     from_: str
     concurrency: int = 5
+    cps: float = 1.0  # calls placed per second, retries included (0: no limit)
     until: str = "ended"  # or "created"
     machine_detection: bool = True
     answer_timeout_s: float = 120.0  # no call record by then: not answered
@@ -156,6 +159,7 @@ class Campaign:
     results: ResultWriter
     progress: Callable[[str], None]
     counts: dict[str, int] = field(default_factory=dict)
+    _next_place_at: float = 0.0  # monotonic time of the next free placement slot (cps)
 
     def pending(self) -> list[Target]:
         todo = []
@@ -170,8 +174,9 @@ class Campaign:
     async def run(self) -> dict[str, int]:
         todo = self.pending()
         skipped = len(self.targets) - len(todo)
+        pace = f", {self.options.cps:g} placed a second" if self.options.cps > 0 else ""
         self.progress(f"{len(self.targets)} numbers: {skipped} already done, {len(todo)} to call, "
-                      f"{self.options.concurrency} at a time")
+                      f"{self.options.concurrency} at a time{pace}")
         queue: Iterator[tuple[int, Target]] = iter(enumerate(todo, 1))
         workers = [asyncio.ensure_future(self._worker(queue, len(todo))) for _ in range(max(1, self.options.concurrency))]
         try:
@@ -205,6 +210,7 @@ class Campaign:
         base: dict[str, Any] = {"to": target.to, "agent": target.agent}
         delay = 1.0
         for attempt in range(self.options.retries + 1):
+            await self._placement_slot()
             try:
                 placed = await self.client.place(target.to, self.options.from_, agent=target.agent,
                                                  context=target.context,
@@ -223,6 +229,16 @@ class Campaign:
             return {**base, "status": "placed", "call_sid": placed.call_sid, "agent": placed.agent,
                     "placed_at": time.time()}
         raise AssertionError("unreachable")
+
+    async def _placement_slot(self) -> None:
+        """Wait for the next slot of `cps` (slots are handed out in order across the workers)."""
+        if self.options.cps <= 0:
+            return
+        now = time.monotonic()
+        at = max(now, self._next_place_at)
+        self._next_place_at = at + 1.0 / self.options.cps
+        if at > now:
+            await asyncio.sleep(at - now)
 
     async def _watch(self, entry: dict[str, Any], tag: str) -> dict[str, Any]:
         """Poll the call's record until it ended (or never appears, or takes too long)."""

@@ -46,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=20.0, help="per-request timeout in seconds (default: 20)")
     c = p.add_argument_group("campaign (--csv)")
     c.add_argument("--concurrency", type=int, default=5, help="calls in flight at once (default: 5)")
+    c.add_argument("--cps", type=float, default=1.0,
+                   help="calls placed per second, retries included; Twilio queues an account's calls beyond "
+                        "its limit, 1 a second unless raised (default: 1; 0: no limit)")
     c.add_argument("--until", choices=["ended", "created"], default="ended",
                    help="a call is in flight until its call record says it ended (default), or only until "
                         "Twilio accepted it (created)")
@@ -95,6 +98,9 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     if args.csv is None:
         return await _dial_one(args, context)
+    if args.cps < 0:
+        print("error: --cps must be 0 (no limit) or more", file=sys.stderr)
+        return 2
     if args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
@@ -123,7 +129,7 @@ async def _campaign(args: argparse.Namespace, context: dict[str, str]) -> int:
     except CampaignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = CampaignOptions(from_=args.from_number, concurrency=args.concurrency, until=args.until,
+    options = CampaignOptions(from_=args.from_number, concurrency=args.concurrency, cps=args.cps, until=args.until,
                               machine_detection=args.machine_detection, answer_timeout_s=args.answer_timeout,
                               call_timeout_s=args.call_timeout, retry_failed=args.retry_failed)
     with contextlib.ExitStack() as stack:
