@@ -72,6 +72,7 @@ class Gateway:
         self._idle.set()
         self.unavailable_audio_b64: str | None = None
         self.registry = registry
+        self.tool_redact = _tool_redact(registry)  # the same for every call: the agents are loaded once
         self.calllog: CallLogSink = calllog or NullSink()
         self.codec = TwilioMediaCodec()
         self.calls: dict[str, CallBridge] = {}
@@ -206,7 +207,7 @@ class Gateway:
             post_call_schema=agent.post_call.extract,
             post_call_timeout_s=agent.post_call.timeout,
             hold_loop_ulaw=self.hold_loop,
-            tool_redact=self._tool_redact(),
+            tool_redact=self.tool_redact,
         )
         info = CallInfo(call_sid=call_sid, from_number=from_number, to_number=to_number, agent=agent.name,
                         started_at=time.time())
@@ -321,16 +322,6 @@ class Gateway:
     def _count_active(self) -> None:
         self.metrics.active(len(self.calls), len(self._prewarm_timers))
 
-    def _tool_redact(self) -> dict[str, Any]:
-        """Every agent's tools' `redact` paths by tool name (a call may switch agents; a name two
-        agents share is masked at the paths of both)."""
-        out: dict[str, Any] = {}
-        for entry in getattr(self.registry, "entries", {}).values():
-            paths_of = getattr(entry.tools, "redact_paths", None)
-            for name, paths in (paths_of() if paths_of is not None else {}).items():
-                out[name] = tuple(dict.fromkeys([*out.get(name, ()), *paths]))
-        return out
-
     # --------------------------------------------------------------------- CallHooks
     def toolset_for(self, agent_key: str) -> ToolRunner:
         return self.registry.get(agent_key).tools
@@ -405,3 +396,13 @@ class Gateway:
             self._count_active()
             if not self.calls:
                 self._idle.set()
+
+
+def _tool_redact(registry: Any) -> dict[str, Any]:
+    """Every agent's tools' `redact` paths by tool name (a call may switch agents; a name two
+    agents share is masked at the paths of both)."""
+    out: dict[str, Any] = {}
+    for entry in registry.entries.values():
+        for name, paths in entry.tools.redact_paths().items():
+            out[name] = tuple(dict.fromkeys([*out.get(name, ()), *paths]))
+    return out

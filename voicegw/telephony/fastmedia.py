@@ -182,7 +182,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
     def dispatch_to(self, call: CallBridge, gw: Gateway, frame_timeout_s: float) -> asyncio.Future[str]:
         """From now on every frame goes straight to `call`; the future resolves when the stream
         stops, the socket closes, or no frame came for `frame_timeout_s`."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._gw, self._call = gw, call
         self._done = loop.create_future()
         self._frame_timeout_s = frame_timeout_s
