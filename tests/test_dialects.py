@@ -450,3 +450,45 @@ def test_decode_never_raises(obj: dict[str, Any], typ: str, dialect: Dialect) ->
     for msg in (obj, {**obj, "type": typ}):
         got = dialect.decode(msg)
         assert isinstance(got, ev.ServerEvent.__args__)  # type: ignore[attr-defined]
+
+
+_ID = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_DELTA = st.one_of(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=24),
+                   st.text(max_size=6))
+
+
+@given(dialect=st.sampled_from([GA, PREVIEW]), rid=_ID, iid=_ID, content=st.integers(-1, 10**10),
+       output=st.integers(-1, 10**10), delta=_DELTA, spaced=st.booleans(), other_type=st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_audio_delta_fast_path_agrees_with_the_full_decode(dialect: Dialect, rid: str, iid: str, content: int,
+                                                           output: int, delta: str, spaced: bool,
+                                                           other_type: bool) -> None:
+    """A delta in the services' exact shape is sliced, not JSON-decoded: the event must be the one
+    the full decode gives, and anything the slicing would get wrong must not match it."""
+    from voicegw.realtime.wire import Wire
+
+    kind = next(t for t, h in dialect._handlers.items() if h.__name__ == "_audio_delta")
+    body = {"type": "response.text.delta" if other_type else kind, "event_id": "event_1", "response_id": rid,
+            "item_id": iid, "output_index": output, "content_index": content, "delta": delta}
+    exact = json.dumps(body, ensure_ascii=False, separators=(", ", ": ") if spaced else (",", ":"))
+    full = dialect.decode(json.loads(exact))
+    match = dialect.audio_delta_frame(exact)
+    if match is not None:
+        assert isinstance(full, ev.AudioDelta) and full.content_index == content
+        assert (full.response_id, full.item_id, full.audio_b64) == (match[1], match[2], match[4])
+
+    async def decoded() -> ev.ServerEvent:
+        return Wire(dialect, 5.0)._decoded(exact)
+
+    import asyncio
+
+    assert asyncio.run(decoded()) == full
+
+
+def test_the_services_delta_takes_the_fast_path() -> None:
+    text = ('{"type":"response.output_audio.delta","event_id":"event_CX1","response_id":"resp_CX2","item_id":'
+            '"item_CX3","output_index":0,"content_index":0,"delta":"f39/fw=="}')
+    match = GA.audio_delta_frame(text)
+    assert match is not None and match.groups() == ("resp_CX2", "item_CX3", "0", "f39/fw==")
+    assert PREVIEW.audio_delta_frame(text) is None  # another dialect's event name
+    assert PREVIEW.audio_delta_frame(text.replace("output_audio", "audio")) is not None

@@ -327,7 +327,7 @@ class RealtimeConnection:
             raise wire.closed_error()
         self._seq += 1
         if type(cmd) is AppendAudio:
-            text = self.dialect.encode_json(cmd, f"aud_{self._seq}")
+            text = self.dialect.append_json(cmd.audio_b64, self._seq)
         else:
             event_id = f"evt_{self._seq}"
             text = self.dialect.encode_json(cmd, event_id)

@@ -30,6 +30,7 @@ handler builds the dataclass directly, with no schema validation library involve
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 from voicegw.realtime.events import (
@@ -375,10 +376,23 @@ class Dialect:
         text_part: str,
     ) -> None:
         self.name = name
+        delta_type = next(t for t, h in handlers.items() if h is _audio_delta)
+        self._delta_frame = re.compile(
+            r'\{"type": ?"' + re.escape(delta_type) + r'", ?"event_id": ?"[^"\\\x00-\x1f]*", ?"response_id": ?'
+            r'"([^"\\\x00-\x1f]*)", ?"item_id": ?"([^"\\\x00-\x1f]*)", ?"output_index": ?\d{1,9}, ?"content_index": ?(\d{1,9}), ?'
+            r'"delta": ?"([A-Za-z0-9+/=]*)"\}').fullmatch
         self._text_part = text_part
         self._handlers = handlers
         self._session = session
         self._modalities = modalities
+
+    @property
+    def audio_delta_frame(self) -> Callable[[str], "re.Match[str] | None"]:
+        """`fullmatch` of the compact wire text of this dialect's audio delta, in the services' key
+        order: groups response_id, item_id, content_index, delta. A match is that event exactly
+        (anchored, no escapes in the strings, base64 characters in the delta), so it needs no JSON
+        decoding; anything else is decoded in full. Every delta of a response is one of these."""
+        return self._delta_frame
 
     def decode(self, msg: Any) -> ServerEvent:
         """One wire message (parsed JSON) -> one internal event. Never raises."""
@@ -403,6 +417,12 @@ class Dialect:
         if event_id is None:
             return body
         return {"type": body.pop("type"), "event_id": event_id, **body}
+
+    @staticmethod
+    def append_json(audio_b64: str, seq: int) -> str:
+        """An audio append as JSON text, with event_id `aud_<seq>` (the hot path: concatenation only;
+        base64 and the id need no escaping). The same in both dialects."""
+        return '{"type":"input_audio_buffer.append","event_id":"aud_' + str(seq) + '","audio":"' + audio_b64 + '"}'
 
     def encode_json(self, cmd: ClientCommand, event_id: str | None = None) -> str:
         """`encode` as JSON text; audio appends are built by concatenation (base64 needs no escaping)."""

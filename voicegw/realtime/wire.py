@@ -24,7 +24,7 @@ from typing import Callable
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from voicegw.realtime.dialects import Dialect
-from voicegw.realtime.events import Ignored, ServerEvent
+from voicegw.realtime.events import AudioDelta, Ignored, ServerEvent
 
 log = logging.getLogger("voicegw.realtime.connection")
 
@@ -66,6 +66,7 @@ class Wire(WSListener):  # type: ignore[misc]
 
     def __init__(self, dialect: Dialect, send_timeout: float, *, drop: bool = False) -> None:
         self.decode = dialect.decode
+        self._delta_frame = dialect.audio_delta_frame
         self.send_timeout = send_timeout
         self.transport: WSTransport | None = None
         self.stats = ConnectionStats()
@@ -200,6 +201,10 @@ class Wire(WSListener):  # type: ignore[misc]
         stats = self.stats
         stats.events_in += 1
         stats.bytes_in += len(text)
+        delta = self._delta_frame(text)  # most events of a call: no JSON decoding
+        if delta is not None:
+            response_id, item_id, content_index, audio = delta.groups()
+            return AudioDelta(response_id, item_id, audio, int(content_index))
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
