@@ -142,6 +142,16 @@ class CallBridge:
     # ------------------------------------------------------------------------ interpreter
     def perform(self, actions: list[Action]) -> None:
         """Perform every action, in order. Never awaits, never stops early."""
+        self._run(actions)
+        # Wake the timer only when the core's next deadline moved earlier than the one it sleeps
+        # until: waking it on every frame cost a task switch and a timer per 20 ms of audio.
+        due = self.core.next_deadline()
+        if due is not None and (self._timer_due is None or due < self._timer_due):
+            self._timer_due = due
+            self._timer_wake.set()
+
+    def _run(self, actions: list[Action]) -> None:
+        """`perform` without the deadline check: for the core's hot entries, which move none."""
         for act in actions:
             kind = type(act)
             try:
@@ -155,12 +165,6 @@ class CallBridge:
                     self._perform_other(act)
             except Exception:  # noqa: BLE001 - one failed action must not skip the others
                 log.exception("call %s: performing %s failed", self.info.call_sid, kind.__name__)
-        # Wake the timer only when the core's next deadline moved earlier than the one it sleeps
-        # until: waking it on every frame cost a task switch and a timer per 20 ms of audio.
-        due = self.core.next_deadline()
-        if due is not None and (self._timer_due is None or due < self._timer_due):
-            self._timer_due = due
-            self._timer_wake.set()
 
     def _perform_other(self, act: Action) -> None:
         if isinstance(act, RunTool):
@@ -247,21 +251,32 @@ class CallBridge:
         failed = lambda exc: self._link_failed(link, exc)  # noqa: E731
         send_now = getattr(conn, "send_now", None)
         if send_now is not None:  # a connection that writes without waiting (voicegw.realtime.connection)
-            send_now = send_now if probe is None else probe.up.wrap_sync(send_now)
+            if probe is not None:
+                probe.up.sync = True
             link.writer = DirectWriter(send_now, conn.buffered, failed, name=f"{self.info.call_sid}:model-out:{link.n}")
         else:
             send = conn.send if probe is None else probe.up.wrap(conn.send)
             link.writer = Writer(send, failed, name=f"{self.info.call_sid}:model-out:{link.n}", max_queued=MODEL_QUEUE_MAX)
 
+        core, n = self.core, link.n
+
         def on_event(event: ev.ServerEvent) -> None:
             now = self.clock()
             timed = probe is not None and probe.model_event(event, now)
-            acts = self.core.on_model(event, now, link.n)
+            if type(event) is ev.AudioDelta and not timed:
+                acts = core.on_live_audio(event, now, n)  # type: ignore[arg-type]
+                if acts is not None:
+                    if acts:
+                        self._run(acts)  # moves no deadline
+                    return
+            acts = core.on_model(event, now, n)
             if acts:
                 if timed:
                     self._caller_t0 = now
                 self.perform(acts)
-                self._caller_t0 = None
+                if timed:
+                    self._caller_t0 = None
+                    probe.down.settle()  # type: ignore[union-attr]
 
         reason = "closed by the model"
         try:
@@ -327,7 +342,7 @@ class CallBridge:
         send_now = getattr(ws, "send_now", None)
         if send_now is not None:  # a socket that writes without waiting (voicegw.telephony.fastmedia)
             if self._probe is not None:
-                send_now = self._probe.down.wrap_sync(send_now)
+                self._probe.down.sync = True
             self._caller = DirectWriter(send_now, ws.buffered, self._caller_failed,  # type: ignore[attr-defined]
                                         name=f"{self.info.call_sid}:caller-out")
         else:
@@ -339,9 +354,16 @@ class CallBridge:
         self.perform(self.core.on_stream(start, self.clock()))
 
     def on_frame(self, event: tel.StreamEvent) -> None:
-        if self._recorder is not None and type(event) is tel.CallerAudio:
-            self._recorder.caller(self.clock(), event.timestamp_ms, event.payload_b64)
         probe = self._probe
+        if type(event) is tel.CallerAudio:
+            if self._recorder is not None:
+                self._recorder.caller(self.clock(), event.timestamp_ms, event.payload_b64)
+            if probe is not None and probe.up.due():
+                return self._on_frame_timed(event, probe)
+            acts = self.core.on_caller_audio(event, self.clock())
+            if acts:
+                self._run(acts)  # a caller frame moves no deadline
+            return
         if probe is not None and probe.up.due():
             return self._on_frame_timed(event, probe)
         acts = self.core.on_stream(event, self.clock())
@@ -357,6 +379,7 @@ class CallBridge:
                 probe.up.track(act.command, t0)  # type: ignore[union-attr]
         if acts:
             self.perform(acts)
+            probe.up.settle()
 
     def _caller_failed(self, exc: Exception) -> None:
         log.info("call %s: telephony send failed: %s", self.info.call_sid, exc)

@@ -158,24 +158,39 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answerin
         return [OpenModel(self.link.open_next("first"), 0.0, self.opts.connect_budget_s)]
 
     # ------------------------------------------------------------------------- stream events
+    # The two hot entries (a caller frame, the live session's audio delta: 50 a second each) move
+    # no deadline: `next_deadline()` is the same after them, so the bridge does not ask for it.
+    def on_caller_audio(self, e: tel.CallerAudio, now: float) -> list[Action]:
+        """`on_stream` for a caller audio frame."""
+        if self.ended:
+            return []
+        link = self.link
+        if self.gated:
+            acts = []
+        else:
+            link.caller_frame(e.payload_b64)
+            if not link.ready:
+                link.held.append(e.payload_b64)
+                return []
+            audio = self.to_model.convert(e.payload_b64)
+            acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+        playout = self.playout
+        if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
+            acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
+        return acts
+
+    def on_live_audio(self, e: ev.AudioDelta, now: float, link: int) -> list[Action] | None:
+        """`on_model` for an audio delta, when it comes from the live session of a call in progress
+        with nothing aside; None otherwise (then `on_model` takes it)."""
+        if self.ended or link != self.link.live or self.asides:
+            return None
+        return self._audio_delta(e, now)
+
     def on_stream(self, e: tel.StreamEvent, now: float) -> list[Action]:
         if self.ended:
             return []
         if type(e) is tel.CallerAudio:
-            link = self.link
-            if self.gated:
-                acts = []
-            else:
-                link.caller_frame(e.payload_b64)
-                if not link.ready:
-                    link.held.append(e.payload_b64)
-                    return []
-                audio = self.to_model.convert(e.payload_b64)
-                acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
-            playout = self.playout
-            if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
-                acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
-            return acts
+            return self.on_caller_audio(e, now)  # type: ignore[arg-type]
         if type(e) is tel.MarkPlayed:
             self.playout.acked(e.name, now)
             if self.exit:

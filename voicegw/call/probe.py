@@ -3,8 +3,9 @@
 * **Gateway-added latency**, per direction: one frame in `SAMPLE_EVERY` (a caller frame to the
   model, a model audio delta to the caller) is timed from the moment the bridge is handed it
   (after the socket read and parse) to the completion of its send on the other socket -- the
-  call core's work, the writer's queue and the send itself. The writer's `send` is wrapped by a
-  plain function that compares one reference (not a coroutine layer): about 0.1 us a frame.
+  call core's work, the writer's queue and the send itself. A writer that queues has its `send`
+  wrapped by a plain function that compares one reference (not a coroutine layer); a writer that
+  sends at once (`sync`) costs nothing: the bridge `settle`s the sample when its work returns.
 * **Model first audio**: a response's `response.started` -> its first audio delta, by the kind
   of response voicegw asked for (turn, greeting, filler, goodbye, apology).
 
@@ -32,7 +33,7 @@ class LatencySink(Protocol):
 class Sampler(Generic[T]):
     """Times one item in `every` from its arrival to the completion of its send."""
 
-    __slots__ = ("_every", "_seen", "_item", "_t0", "_clock", "_observe")
+    __slots__ = ("_every", "_seen", "_item", "_t0", "_clock", "_observe", "sync")
 
     def __init__(self, observe: Callable[[float], None], clock: Callable[[], float], every: int = SAMPLE_EVERY):
         self._every = every
@@ -41,6 +42,7 @@ class Sampler(Generic[T]):
         self._t0 = 0.0
         self._clock = clock
         self._observe = observe
+        self.sync = False  # the items are sent by a writer that sends at once: see `settle`
 
     def due(self) -> bool:
         """Count an arriving item; True when it should be timed (until one is `track`ed)."""
@@ -61,14 +63,11 @@ class Sampler(Generic[T]):
             return self._timed(send(item), self._t0)
         return send_sampled
 
-    def wrap_sync(self, send: Callable[[T], None]) -> Callable[[T], None]:
-        """`wrap` for a send that completes when it returns."""
-        def send_sampled(item: T) -> None:
-            send(item)
-            if item is self._item:
-                self._item = None
-                self._observe(self._clock() - self._t0)
-        return send_sampled
+    def settle(self) -> None:
+        """The work that sent the tracked item returned: with a `sync` writer its send is complete."""
+        if self.sync and self._item is not None:
+            self._item = None
+            self._observe(self._clock() - self._t0)
 
     async def _timed(self, sending: Awaitable[None], t0: float) -> None:
         await sending
