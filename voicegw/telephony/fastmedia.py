@@ -72,9 +72,13 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self._guard: asyncio.TimerHandle | None = None
         self._frame_timeout_s = 30.0
         self.closed = False
-        # fairness: a socket gets BURST_FRAMES frames handled per loop turn (one read can hold
-        # hundreds: a flood must not stall the other calls on this loop)
+        # fairness: a socket gets BURST_FRAMES frames handled at once per millisecond of loop time
+        # (one read can hold hundreds: a flood must not stall the other calls on this loop); the
+        # rest wait in the backlog, BURST_FRAMES of it handled per loop turn
+        self._turn = -1
         self._turn_frames = 0
+        self._draining = False  # a `_next_turn` is scheduled
+        self._write_paused = False  # the transport's write buffer is over its high-water mark
         self._backlog: deque[tuple[str | None, bytes | None]] = deque()
         self._paused = False
 
@@ -134,32 +138,42 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
             except asyncio.QueueFull:
                 self.close_now(1008, "no stream start")
             return
+        # the loop's clock as the turn: uvloop's is read once per loop iteration (no system call,
+        # no callback scheduled per frame); a millisecond is 50 calls' worth of frames at a time
+        turn = int(self._loop.time() * 1000.0)
+        if turn != self._turn:
+            self._turn = turn
+            self._turn_frames = 0
         if self._backlog or self._turn_frames >= BURST_FRAMES:
             self._backlog.append((text, data))  # a burst: the rest wait for their turn
+            if not self._draining:
+                self._draining = True
+                self._loop.call_soon(self._next_turn)
             if len(self._backlog) > BACKLOG_PAUSE and not self._paused and self.transport is not None:
                 self._paused = True
                 self.transport.underlying_transport.pause_reading()
             return
-        if self._turn_frames == 0:
-            self._loop.call_soon(self._next_turn)
         self._turn_frames += 1
         self._handle(call, text, data)
 
     def _next_turn(self) -> None:
-        """A new loop turn: up to BURST_FRAMES of what waited, then the other calls get theirs."""
-        self._turn_frames = 0
+        """A loop turn of the backlog: up to BURST_FRAMES of what waited, then the other calls get theirs."""
         call, backlog = self._call, self._backlog
         if call is None:
             backlog.clear()
+            self._draining = False
             return
-        while backlog and self._turn_frames < BURST_FRAMES:
-            self._turn_frames += 1
+        handled = 0
+        while backlog and handled < BURST_FRAMES:
+            handled += 1
             text, data = backlog.popleft()
             self._handle(call, text, data)
-        if self._turn_frames:
+        if backlog:
             self._loop.call_soon(self._next_turn)
-        elif self.closed:
-            self._lost()
+        else:
+            self._draining = False
+            if self.closed:
+                self._lost()
         if self._paused and len(backlog) < BACKLOG_PAUSE // 4 and self.transport is not None and not self.closed:
             self._paused = False
             self.transport.underlying_transport.resume_reading()
@@ -246,10 +260,17 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self.transport.send(WSMsgType.BINARY, data)
 
     def buffered(self) -> int:
-        """Bytes written and not yet taken by the kernel (a caller that stopped reading)."""
-        if self.transport is None:
+        """Bytes written and not yet taken by the kernel (a caller that stopped reading); 0 below the
+        transport's high-water mark, where it is not worth asking the transport (once per send)."""
+        if not self._write_paused or self.transport is None:
             return 0
         return int(self.transport.underlying_transport.get_write_buffer_size())
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
 
     def close_now(self, code: int = 1000, reason: str = "") -> None:
         if self.transport is None or self.closed:
