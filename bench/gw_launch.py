@@ -12,6 +12,8 @@ With `BENCH_STALLS=PATH`, a watchdog thread appends the main thread's stack to P
 event loop has not come round for `BENCH_STALL_MS` (default 25 ms): where a stall comes from.
 With `BENCH_TRACEMALLOC=DIR` in the environment, tracemalloc traces every allocation and each
 SIGUSR2 writes a snapshot to DIR/snapshot-N (see bench.mem_profile).
+With `BENCH_CPROFILE=PATH`, SIGUSR1 starts cProfile and the next SIGUSR1 stops it and writes its
+stats to PATH (see bench.call_counts): which Python functions run per frame, and how often.
 """
 from __future__ import annotations
 
@@ -46,6 +48,23 @@ def snapshots_on_signal(directory: str) -> None:
         tracemalloc.take_snapshot().dump(os.path.join(directory, f"snapshot-{taken[0]}"))
 
     signal.signal(signal.SIGUSR2, dump)
+
+
+def profile_on_signal(path: str) -> None:
+    import cProfile
+
+    state: dict[str, Any] = {}
+
+    def toggle(_signum: int, _frame: Any) -> None:
+        prof = state.pop("prof", None)
+        if prof is None:
+            state["prof"] = prof = cProfile.Profile()
+            prof.enable()
+        else:
+            prof.disable()
+            prof.dump_stats(path)
+
+    signal.signal(signal.SIGUSR1, toggle)
 
 
 def watch_stalls(path: str, stall_ms: float) -> None:
@@ -96,6 +115,8 @@ def main(argv: list[str]) -> int:
         watch_stalls(os.environ["BENCH_STALLS"], float(os.environ.get("BENCH_STALL_MS", "25")))
     if os.environ.get("BENCH_TRACEMALLOC"):
         snapshots_on_signal(os.environ["BENCH_TRACEMALLOC"])
+    if os.environ.get("BENCH_CPROFILE"):
+        profile_on_signal(os.environ["BENCH_CPROFILE"])
     while argv and argv[0].startswith("--"):
         opt = argv.pop(0)
         if opt == "--gc-log":

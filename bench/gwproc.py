@@ -121,7 +121,8 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
             cmd.append("--asyncio")
         cmd += ["serve", "--agent", str(agent), "--port", str(port), "--workers", "1"]
         if baseline:
-            cmd = [sys.executable, "-m", "bench.baseline", "--gc-log", str(gc_log), "--port", str(port)]
+            bridge = "bench.floor" if baseline == "floor" else "bench.baseline"
+            cmd = [sys.executable, "-m", bridge, "--gc-log", str(gc_log), "--port", str(port)]
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         log_path = Path(tmp) / "gateway.log"
