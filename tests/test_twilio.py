@@ -387,3 +387,27 @@ async def test_run_rest_runs_in_thread_with_timeout() -> None:
     with pytest.raises(asyncio.TimeoutError):
         await run_rest(release.wait, 5, timeout_s=0.05)
     release.set()
+
+
+@given(seq=st.text(alphabet="0123456789", min_size=1, max_size=14),
+       name=st.one_of(st.text(alphabet="m0123456789_.-aZ", max_size=130), st.text(max_size=8)),
+       sid=st.sampled_from(["MZ" + "a" * 32, "MZ-1_x", "M" * 65]))
+@settings(max_examples=300, deadline=None)
+def test_mark_fast_path_agrees_with_the_full_parse(seq: str, name: str, sid: str) -> None:
+    """A mark coming back in Twilio's key order is matched, not parsed: same event (or error) as
+    the full JSON parse of the same frame in another key order."""
+    exact = ('{"event":"mark","sequenceNumber":"' + seq + '","streamSid":"' + sid + '","mark":{"name":'
+             + json.dumps(name) + "}}")
+    reordered = json.dumps({"mark": {"name": name}, "streamSid": sid, "event": "mark", "sequenceNumber": seq})
+    fast, slow = codec.parse(exact), codec.parse(reordered)
+    if isinstance(slow, BadFrame):
+        assert isinstance(fast, BadFrame) and fast.error == slow.error
+    else:
+        assert fast == slow
+
+
+def test_twilios_mark_frame_takes_the_fast_path() -> None:
+    from voicegw.telephony.twilio import _MARK_FRAME
+
+    frame = '{"event":"mark","sequenceNumber":"4","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0","mark":{"name":"m12"}}'
+    assert _MARK_FRAME(frame) is not None and codec.parse(frame) == MarkPlayed("m12")

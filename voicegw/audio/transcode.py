@@ -168,6 +168,11 @@ def pcm24_ms(nbytes: int) -> float:
     return nbytes / _PCM24_BYTES_PER_MS
 
 
+def model_bytes_per_ms(mode: str) -> float:
+    """Bytes of model audio per millisecond in the session's audio `mode`."""
+    return _PCM24_BYTES_PER_MS if _check_mode(mode) == "pcm16" else _ULAW_BYTES_PER_MS
+
+
 def model_audio_ms(model_b64: str, mode: str) -> float:
     """Milliseconds of model audio in a base64 delta for the session's audio `mode`."""
     nbytes = b64_decoded_len(model_b64)

@@ -25,9 +25,8 @@ from __future__ import annotations
 import binascii
 from typing import TYPE_CHECKING
 
-from voicegw.audio.transcode import b64_decoded_len, model_audio_ms
+from voicegw.audio.transcode import b64_decoded_len
 from voicegw.call.actions import Action, ToCaller
-from voicegw.call.playout import MARK_EVERY_MS
 from voicegw.realtime import events as ev
 from voicegw.telephony import base as tel
 
@@ -69,13 +68,19 @@ class AgentAudio:
         if e.response_id in r.stale:
             return []
         b64 = e.audio_b64
-        raw, problem = _decode_strict(b64)
-        if problem:
-            return self._bad_audio(e, problem, now)
-        end = r.produced.get(e.item_id, 0.0) + model_audio_ms(b64, self.opts.audio_mode)
+        # `_decode_strict`, inline (this runs for every delta of every call)
+        try:
+            raw = binascii.a2b_base64(b64, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is None or len(b64) & 3 or len(raw) != b64_decoded_len(b64):
+            return self._bad_audio(e, _decode_strict(b64)[1], now)
+        end = r.produced.get(e.item_id, 0.0) + len(raw) / self._model_bytes_per_ms
         r.produced[e.item_id] = end
         if e.response_id in self._capped:
             return []
+        if self._passthrough:
+            return self._emit(e.item_id, b64, end, now, e.response_id)
         try:
             out = self.to_caller.convert(b64, raw)
         except Exception as exc:  # noqa: BLE001 - one delta the converter cannot take costs that delta only
@@ -115,7 +120,8 @@ class AgentAudio:
         emitted = self.responses.emitted
         start = emitted.get(item_id, 0.0)
         end = max(start, end)
-        if self._queued_ms() + (end - start) > MAX_QUEUED_AUDIO_MS and response_id is not None:
+        if self.playout.queued_ms() + self._pre_stream_ms + (end - start) > MAX_QUEUED_AUDIO_MS \
+                and response_id is not None:
             self._capped.add(response_id)
             return [self._log("error", now, source="model", code="audio_capped", item_id=item_id,
                               message=f"over {MAX_QUEUED_AUDIO_MS / 1000:g} s of agent audio queued for the caller: "
@@ -127,19 +133,16 @@ class AgentAudio:
             return []
         return self._send_audio(item_id, ulaw_b64, start, end, now)
 
-    def _queued_ms(self: CallCore) -> float:
-        return self.playout.queued_ms() + self._pre_stream_ms
-
     def _send_audio(self: CallCore, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:
         """Audio out; its mark once the open chunk holds MARK_EVERY_MS (see voicegw/call/playout.py)."""
-        playout = self.playout
-        acts: list[Action] = []
-        if playout.has_open and not playout.extends(item_id, start):
-            acts.append(ToCaller(tel.PlayMark(playout.close())))  # another item: the last one's mark first
-        playout.add(item_id, start, end, now)
-        acts += [ToCaller(tel.PlayAudio(p)) for p in split_b64(ulaw_b64)]
-        if playout.open_ms() >= MARK_EVERY_MS:
-            acts.append(ToCaller(tel.PlayMark(playout.close())))
+        before, after = self.playout.push(item_id, start, end, now)
+        acts: list[Action] = [ToCaller(tel.PlayMark(before))] if before else []  # another item's mark first
+        if len(ulaw_b64) <= _MAX_PLAY_CHARS:
+            acts.append(ToCaller(tel.PlayAudio(ulaw_b64)))
+        else:
+            acts += [ToCaller(tel.PlayAudio(p)) for p in split_b64(ulaw_b64)]
+        if after:
+            acts.append(ToCaller(tel.PlayMark(after)))
         if self._awaiting_first_audio and self._speech_stopped_at is not None \
                 and item_id not in self.responses.oob_items:
             self._awaiting_first_audio = False

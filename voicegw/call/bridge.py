@@ -74,6 +74,10 @@ class _Link:
     closing: bool = field(default=False)
 
 
+def _no_stream(payload_b64: str) -> str:
+    raise RuntimeError("no media stream is attached")
+
+
 class CallBridge:
     def __init__(
         self,
@@ -101,6 +105,7 @@ class CallBridge:
         self.ws: MediaSocket | None = None
         self._caller: Writer[str] | DirectWriter[str] | None = None
         self._stream_sid = ""
+        self._encode_audio: Callable[[str], str] = _no_stream  # the stream's, once it is attached
         self._links: dict[int, _Link] = {}
         self.ended = asyncio.Event()  # the core ended the call
         self.closed = asyncio.Event()  # everything is released
@@ -156,9 +161,20 @@ class CallBridge:
             kind = type(act)
             try:
                 if kind is ToModel:
-                    self._to_model(act)  # type: ignore[arg-type]
+                    link = self._links.get(act.link)  # type: ignore[union-attr]
+                    if link is not None and link.writer is not None and not link.closing:
+                        link.writer.put(act.command)  # type: ignore[union-attr]
+                    else:
+                        self._dropped(act)  # type: ignore[arg-type]
                 elif kind is ToCaller:
-                    self._to_caller(act.intent)  # type: ignore[union-attr]
+                    intent = act.intent  # type: ignore[union-attr]
+                    caller = self._caller
+                    # plain agent audio (no recording, not a timed sample) is written here: 50 a second
+                    if type(intent) is tel.PlayAudio and caller is not None and self._recorder is None \
+                            and self._caller_t0 is None:
+                        caller.put(self._encode_audio(intent.payload_b64))
+                    else:
+                        self._to_caller(intent)
                 elif kind is Log:
                     self.sink.event(self.info.call_sid, act.entry)  # type: ignore[union-attr]
                 else:
@@ -200,13 +216,18 @@ class CallBridge:
         writer = self._caller
         if writer is None:
             return  # no stream yet: the core holds audio until the stream starts
-        if type(intent) is tel.ClearPlayback:
-            writer.purge()  # frames not yet sent are part of what is being cleared
-        if self._recorder is not None:
-            self._record_to_caller(intent)
-        text = self.codec.encode(self._stream_sid, intent)
-        if self._caller_t0 is not None and type(intent) is tel.PlayAudio:
-            self._probe.down.track(text, self._caller_t0)  # type: ignore[union-attr]
+        if type(intent) is tel.PlayAudio:
+            if self._recorder is not None:
+                self._record_to_caller(intent)
+            text = self._encode_audio(intent.payload_b64)
+            if self._caller_t0 is not None:
+                self._probe.down.track(text, self._caller_t0)  # type: ignore[union-attr]
+        else:
+            if type(intent) is tel.ClearPlayback:
+                writer.purge()  # frames not yet sent are part of what is being cleared
+            if self._recorder is not None:
+                self._record_to_caller(intent)
+            text = self.codec.encode(self._stream_sid, intent)
         writer.put(text)
 
     def _record_to_caller(self, intent: tel.StreamIntent) -> None:
@@ -218,13 +239,9 @@ class CallBridge:
         elif type(intent) is tel.ClearPlayback:
             rec.clear(self.clock())
 
-    def _to_model(self, act: ToModel) -> None:
-        link = self._links.get(act.link)
-        if link is None or link.writer is None or link.closing:
-            log.debug("call %s: %s for model link %d dropped (link gone)", self.info.call_sid,
-                      type(act.command).__name__, act.link)
-            return
-        link.writer.put(act.command)
+    def _dropped(self, act: ToModel) -> None:
+        log.debug("call %s: %s for model link %d dropped (link gone)", self.info.call_sid,
+                  type(act.command).__name__, act.link)
 
     # ---------------------------------------------------------------------- model links
     async def _run_link(self, link: _Link, delay_s: float, timeout_s: float | None) -> None:
@@ -335,6 +352,7 @@ class CallBridge:
         self.claimed = True
         self.ws = ws
         self._stream_sid = start.stream_sid
+        self._encode_audio = self.codec.audio_encoder(start.stream_sid)
         self.info = CallInfo(
             call_sid=self.info.call_sid, stream_sid=start.stream_sid, from_number=self.info.from_number,
             to_number=self.info.to_number, agent=self.info.agent, started_at=self.info.started_at,

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicegw.audio.transcode import CallerToModel, ModelToCaller
+from voicegw.audio.transcode import CallerToModel, ModelToCaller, model_bytes_per_ms
 from voicegw.call.actions import (
     Action, CancelTools, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
@@ -93,6 +93,8 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answerin
         self.playout = Playout()
         self.to_model = CallerToModel(opts.audio_mode)
         self.to_caller = ModelToCaller(opts.audio_mode)
+        self._model_bytes_per_ms = model_bytes_per_ms(opts.audio_mode)
+        self._passthrough = opts.audio_mode == "g711_ulaw"  # the payloads go through as they are
         self.responses = ResponseBook()
         self.tools = ToolBook()
         self.history = History()
@@ -172,7 +174,7 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answerin
             if not link.ready:
                 link.held.append(e.payload_b64)
                 return []
-            audio = self.to_model.convert(e.payload_b64)
+            audio = e.payload_b64 if self._passthrough else self.to_model.convert(e.payload_b64)
             acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
         playout = self.playout
         if playout.has_open and now - playout.open_at >= MARK_IDLE_S:

@@ -89,6 +89,19 @@ class Playout:
         self._open = chunk
         self.open_at = now
 
+    def push(self, item_id: str, start_ms: float, end_ms: float, now: float) -> tuple[str, str]:
+        """`add`, closing what must be closed around it: returns the mark to send before the audio
+        (the open chunk was of another item, or did not end where this piece starts) and the mark
+        to send after it (the chunk now holds MARK_EVERY_MS); "" for none."""
+        before = ""
+        chunk = self._open
+        if chunk is not None and (chunk.item_id != item_id or chunk.end_ms != start_ms):
+            before = self.close()
+        self.add(item_id, start_ms, end_ms, now)
+        chunk = self._open
+        after = self.close() if chunk is not None and chunk.end_ms - chunk.start_ms >= MARK_EVERY_MS else ""
+        return before, after
+
     def extends(self, item_id: str, start_ms: float) -> bool:
         """Audio of `item_id` from `start_ms` on continues the open chunk."""
         chunk = self._open

@@ -112,7 +112,23 @@ class Wire(WSListener):  # type: ignore[misc]
                 except UnicodeDecodeError:
                     self._deliver(self._counted(Ignored("<invalid utf-8>"), frame.payload_size))
                     return
-                self._deliver(self._decoded(text))
+                delta = self._delta_frame(text)  # most events of a call: no JSON decoding
+                if delta is None:
+                    self._deliver(self._decoded(text))
+                    return
+                stats = self.stats
+                stats.events_in += 1
+                stats.bytes_in += len(text)
+                response_id, item_id, content_index, audio = delta.groups()
+                event = AudioDelta(response_id, item_id, audio, int(content_index))
+                handler = self.handler
+                if handler is None:
+                    self._deliver(event)
+                    return
+                try:
+                    handler(event)
+                except Exception as exc:  # noqa: BLE001 - `listen` raises it, as `async for` would
+                    self._handler_failed(exc)
             elif kind is _BINARY:
                 self._deliver(self._counted(Ignored("<binary>"), frame.payload_size))
             elif kind is _CLOSE:
@@ -212,17 +228,20 @@ class Wire(WSListener):  # type: ignore[misc]
             return Ignored("<invalid json>")
         return self.decode(msg)
 
+    def _handler_failed(self, exc: Exception) -> None:
+        """`listen`'s function raised: `listen` raises it, as `async for` would."""
+        self.handler = None
+        if self.listening is not None and not self.listening.done():
+            self.listening.set_exception(exc)
+
     def _deliver(self, event: ServerEvent) -> None:
         handler = self.handler
         if handler is not None:
             try:
                 handler(event)
-                return
-            except Exception as exc:  # noqa: BLE001 - `listen` raises it, as `async for` would
-                self.handler = None
-                if self.listening is not None and not self.listening.done():
-                    self.listening.set_exception(exc)
-                return
+            except Exception as exc:  # noqa: BLE001
+                self._handler_failed(exc)
+            return
         self.inbox.append(event)
         if len(self.inbox) >= INBOX_HIGH and not self.reading_paused and self.transport is not None:
             self.reading_paused = True

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 from picows.picows import WSAutoPingStrategy, WSProtocol
@@ -46,6 +46,13 @@ BACKLOG_PAUSE = 400  # frames waiting: stop reading the socket until the backlog
 READ_BUFFER_BYTES = 4096  # Twilio's frames are ~0.3 KB: picows' 16 KiB default is memory per call
 
 
+_TEXT, _BINARY, _CONT, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE
+
+
+def _binary(data: bytes | None) -> tel.StreamEvent:
+    return tel.BadFrame(error=f"binary frame of {len(data or b'')} bytes (Twilio sends text frames)")
+
+
 class StreamClosed(Exception):
     pass
 
@@ -61,6 +68,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PENDING_MAX)
         self._parts: list[bytes] = []
         self._call: CallBridge | None = None
+        self._parse: Callable[[str], tel.StreamEvent] = tel.BadFrame  # the codec's, once a call is attached
         self._gw: Gateway | None = None
         self._done: asyncio.Future[str] | None = None
         # `asyncio.get_running_loop()` costs a getpid() system call on every use (CPython's fork
@@ -93,7 +101,10 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
 
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
         kind = frame.msg_type
-        if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY or kind == WSMsgType.CONTINUATION:
+        if kind is _TEXT and frame.fin and not self._parts:  # every frame Twilio sends
+            self._message(frame.get_payload_as_utf8_text(), None)
+            return
+        if kind is _TEXT or kind is _BINARY or kind is _CONT:
             if not frame.fin or self._parts:
                 self._parts.append(frame.get_payload_as_bytes())
                 if sum(len(p) for p in self._parts) > MAX_MESSAGE_BYTES:
@@ -104,13 +115,10 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
                     return
                 data = b"".join(self._parts)
                 self._parts.clear()
-                self._message(None if kind == WSMsgType.BINARY else data.decode("utf-8", "replace"), data)
+                self._message(None if kind is _BINARY else data.decode("utf-8", "replace"), data)
                 return
-            if kind == WSMsgType.TEXT:
-                self._message(frame.get_payload_as_utf8_text(), None)
-            else:
-                self._message(None, frame.get_payload_as_bytes())
-        elif kind == WSMsgType.CLOSE:
+            self._message(None, frame.get_payload_as_bytes())
+        elif kind is _CLOSE:
             with contextlib.suppress(Exception):
                 transport.send_close(frame.get_close_code())
             transport.disconnect()
@@ -154,7 +162,11 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
                 self.transport.underlying_transport.pause_reading()
             return
         self._turn_frames += 1
-        self._handle(call, text, data)
+        self._frames += 1  # `_handle`, inline: this runs for every frame of every call
+        event = self._parse(text) if text is not None else _binary(data)
+        call.on_frame(event)
+        if type(event) is tel.StreamStopped:
+            self._finish("stopped")
 
     def _next_turn(self) -> None:
         """A loop turn of the backlog: up to BURST_FRAMES of what waited, then the other calls get theirs."""
@@ -185,10 +197,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
 
     def _handle(self, call: CallBridge, text: str | None, data: bytes | None) -> None:
         self._frames += 1
-        if text is not None:
-            event = self._gw.codec.parse(text)  # type: ignore[union-attr]
-        else:
-            event = tel.BadFrame(error=f"binary frame of {len(data or b'')} bytes (Twilio sends text frames)")
+        event = self._parse(text) if text is not None else _binary(data)
         call.on_frame(event)
         if type(event) is tel.StreamStopped:
             self._finish("stopped")
@@ -198,6 +207,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         stops, the socket closes, or no frame came for `frame_timeout_s`."""
         loop = self._loop
         self._gw, self._call = gw, call
+        self._parse = gw.codec.parse
         self._done = loop.create_future()
         self._frame_timeout_s = frame_timeout_s
         self._last_frame = loop.time()

@@ -14,7 +14,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from twilio.request_validator import RequestValidator
@@ -65,6 +65,13 @@ _MEDIA_FRAME = re.compile(
     r'\{"event":"media","sequenceNumber":"[0-9]{1,13}","media":\{"track":"[a-z_]{1,16}",'
     r'"chunk":"([0-9]{1,13})","timestamp":"([0-9]{1,13})","payload":"([A-Za-z0-9+/]{1,10668}={0,2})"\},'
     r'"streamSid":"[A-Za-z0-9_\-]{1,64}"\}').fullmatch
+
+# A mark coming back, in Twilio's key order, with a name of the kind voicegw gives ("m<n>").
+_MARK_FRAME = re.compile(
+    r'\{"event":"mark","sequenceNumber":"[0-9]{1,13}","streamSid":"[A-Za-z0-9_\-]{1,64}",'
+    r'"mark":\{"name":"([A-Za-z0-9_.\-]{1,%d})"\}\}' % MAX_MARK_NAME).fullmatch
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]*").fullmatch
 
 
 def _bad(error: str, text: str) -> BadFrame:
@@ -157,6 +164,10 @@ class TwilioMediaCodec:
                 # that is a multiple of 4 that is valid base64 (what `valid_media_payload` checks)
                 if not len(payload) & 3 and n_chunk <= MAX_NUMBER and n_ts <= MAX_NUMBER:
                     return CallerAudio(payload, n_ts, n_chunk)
+            else:
+                mark = _MARK_FRAME(text)  # one every ~100 ms of agent audio
+                if mark is not None:
+                    return MarkPlayed(mark[1])
         try:
             return self._parse(text)
         except Exception as exc:  # noqa: BLE001 - the contract: hostile input is a BadFrame, always
@@ -250,11 +261,17 @@ class TwilioMediaCodec:
             return self.clear(stream_sid)
         raise TypeError(f"not a stream intent: {kind.__name__}")
 
+    def audio_encoder(self, stream_sid: str) -> Callable[[str], str]:
+        """`media` for one stream, as a function of the payload only (the hot path: concatenation)."""
+        head = '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"'
+        return lambda payload_b64: head + payload_b64 + '"}}'
+
     def media(self, stream_sid: str, payload_b64: str) -> str:
         return '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"' + payload_b64 + '"}}'
 
     def mark(self, stream_sid: str, name: str) -> str:
-        return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":' + json.dumps(name) + "}}"
+        quoted = '"' + name + '"' if _PLAIN_NAME(name) else json.dumps(name)  # ours ("m<n>") need no escaping
+        return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":' + quoted + "}}"
 
     def clear(self, stream_sid: str) -> str:
         return '{"event":"clear","streamSid":"' + stream_sid + '"}'
