@@ -94,8 +94,10 @@ def nonempty_outputs(convert: Callable[[str], str], inputs: list[str], count: in
 class DensityRun:
     def __init__(self, mode: str, window_s: float, warm_s: float, max_frames: int = 20000,
                  on_window: Callable[[int, float], Awaitable[None]] | None = None, loop: str = "default",
-                 source: Path | None = None, baseline: bool = False) -> None:
-        self.baseline = baseline  # the minimal sample bridge (bench.baseline), passthrough only
+                 source: Path | None = None, baseline: bool | str = False) -> None:
+        # True: the minimal sample bridge (bench.baseline); "floor": the cheapest relay (bench.floor);
+        # both passthrough only
+        self.baseline = baseline
         if baseline:
             mode = "g711_ulaw"
         self.mode = mode

@@ -94,14 +94,15 @@ class GatewayProcess:
 @contextlib.asynccontextmanager
 async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | None = 0,
                           prewarm_timeout_s: int = 15, loop: str = "default",
-                          source: Path | None = None, baseline: bool = False) -> AsyncIterator[GatewayProcess]:
+                          source: Path | None = None, baseline: bool | str = False) -> AsyncIterator[GatewayProcess]:
     """Start the gateway, wait until it answers /healthz, stop it (SIGTERM, then SIGKILL).
 
     The gateway is the ordinary CLI started through `bench.gw_launch`, which logs garbage
     collection pauses; `loop="asyncio"` keeps it off uvloop (on the standard event loop), to
     measure what the event loop implementation is worth. `source` runs the voicegw package found in another
     directory (an exported older commit, for before/after comparisons). `baseline` starts the
-    minimal sample bridge (`bench.baseline`) instead of voicegw, on the same core and model peer.
+    minimal sample bridge (`bench.baseline`) instead of voicegw, on the same core and model peer;
+    `baseline="floor"` the cheapest relay (`bench.floor`).
     """
     with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
         agent = Path(tmp) / "agent.yaml"

@@ -439,4 +439,9 @@ BASELINE_NOTE = (
     "forwarded as `input_audio_buffer.append`, every audio delta forwarded back as a media frame (passthrough, "
     "no marks, no barge-in, no validation, no call log). It carries the same 50 calls as the gateway, on the "
     "same core, model peer and callers; the sample and voicegw in both modes alternate, {rounds} rounds, "
-    "medians shown. The sample carries mu-law both ways; voicegw's pcm16 rows resample both directions.")
+    "medians shown. The sample carries mu-law both ways; voicegw's pcm16 rows resample both directions. "
+    "The floor (`bench/floor.py`) is the sample's work written for the least CPU this stack allows: both "
+    "sockets on picows, each frame handled in the read callback, payloads sliced out of the text and "
+    "messages built by concatenation, no JSON. It is not a gateway (no validation, marks, barge-in, "
+    "timeouts or call log); it is the cost of the event loop, the framing and the kernel per message, "
+    "which no Python gateway can go below, and voicegw's distance to it is what its features cost.")

@@ -50,9 +50,10 @@ async def run(quick: bool, only: set[str]) -> Results:
                 res.asyncio_loop += await ramp.run([50, 100], {50, 100}, log)
                 res.saturated[f"{mode} on asyncio"] = (ramp.saturated_at, ramp.skipped)
     if "baseline" in only:
-        rounds = 2 if quick else 3
-        for i in range(rounds):  # alternating, so drifting machine load hits all three alike
-            for who, mode, baseline in (("sample", "g711_ulaw", True), ("voicegw g711_ulaw", "g711_ulaw", False),
+        rounds = 2 if quick else 5
+        for i in range(rounds):  # alternating, so drifting machine load hits all four alike
+            for who, mode, baseline in (("sample", "g711_ulaw", True), ("floor", "g711_ulaw", "floor"),
+                                        ("voicegw g711_ulaw", "g711_ulaw", False),
                                         ("voicegw pcm16", "pcm16", False)):
                 log(f"against the sample bridge, round {i + 1}: {who}")
                 levels = await DensityRun(mode, 6.0, 1.5, baseline=baseline).run([50], {50}, log)
