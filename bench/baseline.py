@@ -92,7 +92,8 @@ app = Starlette(routes=[Route("/twilio/voice", voice, methods=["POST"]), Route("
                         Route("/readyz", health), WebSocketRoute("/media-stream", media_stream)])
 
 
-def main(argv: list[str]) -> int:
+def port_from(argv: list[str]) -> int:
+    """`--port PORT [--gc-log PATH]` (the bridges' command line; the GC log is set up here)."""
     port = 8000
     while argv:
         opt = argv.pop(0)
@@ -102,7 +103,11 @@ def main(argv: list[str]) -> int:
             from bench.gw_launch import log_gc_pauses
 
             log_gc_pauses(open(argv.pop(0), "w", buffering=1))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    return port
+
+
+def main(argv: list[str]) -> int:
+    uvicorn.run(app, host="127.0.0.1", port=port_from(argv), log_level="warning")
     return 0
 
 

@@ -130,16 +130,9 @@ async def serve(port: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    port = 8000
-    while argv:
-        opt = argv.pop(0)
-        if opt == "--port":
-            port = int(argv.pop(0))
-        elif opt == "--gc-log":
-            from bench.gw_launch import log_gc_pauses
+    from bench.baseline import port_from
 
-            log_gc_pauses(open(argv.pop(0), "w", buffering=1))
-    uvloop.run(serve(port))
+    uvloop.run(serve(port_from(argv)))
     return 0
 
 

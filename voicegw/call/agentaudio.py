@@ -68,13 +68,9 @@ class AgentAudio:
         if e.response_id in r.stale:
             return []
         b64 = e.audio_b64
-        # `_decode_strict`, inline (this runs for every delta of every call)
-        try:
-            raw = binascii.a2b_base64(b64, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raw = None
-        if raw is None or len(b64) & 3 or len(raw) != b64_decoded_len(b64):
-            return self._bad_audio(e, _decode_strict(b64)[1], now)
+        raw, problem = _decode_strict(b64)
+        if problem:
+            return self._bad_audio(e, problem, now)
         end = r.produced.get(e.item_id, 0.0) + len(raw) / self._model_bytes_per_ms
         r.produced[e.item_id] = end
         if e.response_id in self._capped:

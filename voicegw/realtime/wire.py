@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -114,13 +115,9 @@ class Wire(WSListener):  # type: ignore[misc]
                     return
                 delta = self._delta_frame(text)  # most events of a call: no JSON decoding
                 if delta is None:
-                    self._deliver(self._decoded(text))
+                    self._deliver(self._json_event(text))
                     return
-                stats = self.stats
-                stats.events_in += 1
-                stats.bytes_in += len(text)
-                response_id, item_id, content_index, audio = delta.groups()
-                event = AudioDelta(response_id, item_id, audio, int(content_index))
+                event = self._delta_event(text, delta)
                 handler = self.handler
                 if handler is None:
                     self._deliver(event)
@@ -214,13 +211,20 @@ class Wire(WSListener):  # type: ignore[misc]
         return self._counted(Ignored("<oversized>"), size)
 
     def _decoded(self, text: str) -> ServerEvent:
+        delta = self._delta_frame(text)  # most events of a call: no JSON decoding
+        return self._json_event(text) if delta is None else self._delta_event(text, delta)
+
+    def _delta_event(self, text: str, delta: re.Match[str]) -> AudioDelta:
         stats = self.stats
         stats.events_in += 1
         stats.bytes_in += len(text)
-        delta = self._delta_frame(text)  # most events of a call: no JSON decoding
-        if delta is not None:
-            response_id, item_id, content_index, audio = delta.groups()
-            return AudioDelta(response_id, item_id, audio, int(content_index))
+        response_id, item_id, content_index, audio = delta.groups()
+        return AudioDelta(response_id, item_id, audio, int(content_index))
+
+    def _json_event(self, text: str) -> ServerEvent:
+        stats = self.stats
+        stats.events_in += 1
+        stats.bytes_in += len(text)
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):

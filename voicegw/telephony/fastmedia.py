@@ -162,11 +162,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
                 self.transport.underlying_transport.pause_reading()
             return
         self._turn_frames += 1
-        self._frames += 1  # `_handle`, inline: this runs for every frame of every call
-        event = self._parse(text) if text is not None else _binary(data)
-        call.on_frame(event)
-        if type(event) is tel.StreamStopped:
-            self._finish("stopped")
+        self._handle(call, text, data)
 
     def _next_turn(self) -> None:
         """A loop turn of the backlog: up to BURST_FRAMES of what waited, then the other calls get theirs."""
