@@ -98,47 +98,28 @@ static PyObject *tail(const double *buf, Py_ssize_t n, Py_ssize_t keep) {
     return out;
 }
 
-/* upsample(history: 40 samples, x) -> (3 * len(x) samples, new history) */
-static PyObject *upsample(PyObject *self, PyObject *args) {
-    Py_buffer hist, x;
-    if (!ready) {
-        PyErr_SetString(PyExc_RuntimeError, "set_coefficients first");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "y*y*", &hist, &x)) return NULL;
-    PyObject *result = NULL;
-    if (hist.len != UP_HIST * 2 || (x.len & 1)) {
-        PyErr_SetString(PyExc_ValueError, "upsample: 40 samples of history and whole samples");
-        goto done;
-    }
-    Py_ssize_t n, nx = x.len / 2;
-    double *buf = joined(&hist, &x, &n, 3 * nx);
-    if (buf == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    double *acc = buf + n + 1;  /* 3 rows of nx: one per output phase */
-    for (Py_ssize_t i = 0; i < FACTOR * nx; i++) acc[i] = 0.0;
-    for (int r = 0; r < FACTOR; r++) fir_add(buf, nx, &up_p[0][r], UP_TAPS, FACTOR, acc + r * nx);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, nx * FACTOR * 2);
-    PyObject *hist_out = out != NULL ? tail(buf, n, UP_HIST) : NULL;
-    if (hist_out != NULL) {
-        int16_t *o = (int16_t *)PyBytes_AS_STRING(out);
-        for (Py_ssize_t q = 0; q < nx; q++)
-            for (int r = 0; r < FACTOR; r++) o[3 * q + r] = to_pcm16(acc[r * nx + q]);
-        result = PyTuple_Pack(2, out, hist_out);
-    }
-    Py_XDECREF(out);
-    Py_XDECREF(hist_out);
-    PyMem_Free(buf);
-done:
-    PyBuffer_Release(&hist);
-    PyBuffer_Release(&x);
-    return result;
+/* upsampling: 3 * nx outputs, interleaved (z[3q], z[3q + 1], z[3q + 2]), into `out`; `scratch`
+ * holds 3 * nx more */
+static void up_all(const double *buf, Py_ssize_t nx, double *scratch, double *out) {
+    for (Py_ssize_t i = 0; i < FACTOR * nx; i++) scratch[i] = 0.0;
+    for (int r = 0; r < FACTOR; r++) fir_add(buf, nx, &up_p[0][r], UP_TAPS, FACTOR, scratch + r * nx);
+    for (Py_ssize_t q = 0; q < nx; q++)
+        for (int r = 0; r < FACTOR; r++) out[FACTOR * q + r] = scratch[r * nx + q];
 }
 
-/* downsample(history, x) -> (outputs, new history): output n is the window buf[3n .. 3n + 120] */
-static PyObject *downsample(PyObject *self, PyObject *args) {
+/* downsampling: output m is the window buf[3m .. 3m + 120], computed as three polyphase FIRs over
+ * the de-interleaved input (`xp`, `len` samples per phase): y[m] = sum over p and i of
+ * h[3i + p] * x[3(m + i) + p] (41, 40 and 40 taps) */
+static void down_all(const double *buf, Py_ssize_t n, Py_ssize_t k, Py_ssize_t len, double *xp, double *out) {
+    for (int p = 0; p < FACTOR; p++)
+        for (Py_ssize_t i = 0; i < len; i++) xp[p * len + i] = FACTOR * i + p < n ? buf[FACTOR * i + p] : 0.0;
+    for (Py_ssize_t m = 0; m < k; m++) out[m] = 0.0;
+    for (int p = 0; p < FACTOR; p++)
+        fir_add(xp + p * len, k, down_h + p, (DOWN_TAPS - p + FACTOR - 1) / FACTOR, FACTOR, out);
+}
+
+/* (history, x) -> (int16 outputs, new history), either way */
+static PyObject *run(PyObject *args, int up) {
     Py_buffer hist, x;
     if (!ready) {
         PyErr_SetString(PyExc_RuntimeError, "set_coefficients first");
@@ -146,28 +127,24 @@ static PyObject *downsample(PyObject *self, PyObject *args) {
     }
     if (!PyArg_ParseTuple(args, "y*y*", &hist, &x)) return NULL;
     PyObject *result = NULL;
-    if ((hist.len & 1) || (x.len & 1)) {
-        PyErr_SetString(PyExc_ValueError, "downsample: whole samples");
+    if ((hist.len & 1) || (x.len & 1) || (up && hist.len != UP_HIST * 2)) {
+        PyErr_SetString(PyExc_ValueError, "whole int16 samples (and 40 of history to upsample)");
         goto done;
     }
-    Py_ssize_t n, nx = x.len / 2;
-    Py_ssize_t len = (hist.len / 2 + nx) / FACTOR + 1;  /* samples per phase */
-    double *buf = joined(&hist, &x, &n, FACTOR * len + len);
+    Py_ssize_t n, nx = x.len / 2, len = (hist.len / 2 + nx) / FACTOR + 1;  /* down: samples per phase */
+    Py_ssize_t k = up ? FACTOR * nx : (hist.len / 2 + nx >= DOWN_TAPS ? (hist.len / 2 + nx - DOWN_TAPS) / FACTOR + 1 : 0);
+    double *buf = joined(&hist, &x, &n, up ? 6 * nx : FACTOR * len + k);
     if (buf == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t k = n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0;
-    double *xp = buf + n + 1, *acc = xp + FACTOR * len;
-    for (int p = 0; p < FACTOR; p++)
-        for (Py_ssize_t i = 0; i < len; i++) xp[p * len + i] = FACTOR * i + p < n ? buf[FACTOR * i + p] : 0.0;
-    /* three polyphase FIRs over the de-interleaved input: y[m] = sum over p and i of
-     * h[3i + p] * x[3(m + i) + p] (41, 40 and 40 taps) */
-    for (Py_ssize_t m = 0; m < k; m++) acc[m] = 0.0;
-    for (int p = 0; p < FACTOR; p++)
-        fir_add(xp + p * len, k, down_h + p, (DOWN_TAPS - p + FACTOR - 1) / FACTOR, FACTOR, acc);
+    double *scratch = buf + n + 1, *acc = scratch + (up ? FACTOR * nx : FACTOR * len);
+    if (up)
+        up_all(buf, nx, scratch, acc);
+    else
+        down_all(buf, n, k, len, scratch, acc);
     PyObject *out = PyBytes_FromStringAndSize(NULL, k * 2);
-    PyObject *hist_out = out != NULL ? tail(buf, n, n - FACTOR * k) : NULL;
+    PyObject *hist_out = out != NULL ? tail(buf, n, up ? UP_HIST : n - FACTOR * k) : NULL;
     if (hist_out != NULL) {
         int16_t *o = (int16_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t m = 0; m < k; m++) o[m] = to_pcm16(acc[m]);
@@ -182,8 +159,12 @@ done:
     return result;
 }
 
+static PyObject *upsample(PyObject *self, PyObject *args) { return run(args, 1); }
+
+static PyObject *downsample(PyObject *self, PyObject *args) { return run(args, 0); }
+
 static PyMethodDef methods[] = {
-    {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: int64[41][3], down: int64[121])"},
+    {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: float64[41][3], down: float64[121]), integer-valued"},
     {"upsample", upsample, METH_VARARGS, "upsample(history: 40 int16, x: int16) -> (int16 out, new history)"},
     {"downsample", downsample, METH_VARARGS, "downsample(history: int16, x: int16) -> (int16 out, new history)"},
     {NULL, NULL, 0, NULL},
