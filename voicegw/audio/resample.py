@@ -194,13 +194,12 @@ class StreamResampler:
 
         Without this, the tail of the interrupted audio would be prepended to the next response.
         """
-        if self._up:
-            self._buf = np.zeros(_UP_HIST)  # x[-40 .. -1]
-            self._skip = _DELAY  # raw outputs before time 0 (the filter's pre-ringing)
+        held = _UP_HIST if self._up else _DELAY  # x[-40 .. -1]; down: the window of output 0 starts at x[-60]
+        self._skip = _DELAY if self._up else 0  # raw outputs before time 0 (the filter's pre-ringing)
+        if self._c:
+            self._hist = bytes(2 * held)  # int16, the C filter's history
         else:
-            self._buf = np.zeros(_DELAY)  # x[-60 .. -1]: the window of output 0 starts there
-            self._skip = 0
-        self._hist = bytes(2 * len(self._buf))  # the same history as int16, for the C filter
+            self._buf = np.zeros(held)
         self._in = 0
         self._out = 0
 

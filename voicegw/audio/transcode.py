@@ -175,7 +175,4 @@ def model_bytes_per_ms(mode: str) -> float:
 
 def model_audio_ms(model_b64: str, mode: str) -> float:
     """Milliseconds of model audio in a base64 delta for the session's audio `mode`."""
-    nbytes = b64_decoded_len(model_b64)
-    if _check_mode(mode) == "pcm16":
-        return pcm24_ms(nbytes)
-    return ulaw_ms(nbytes)
+    return b64_decoded_len(model_b64) / model_bytes_per_ms(mode)

@@ -58,11 +58,6 @@ class Playout:
         self.open_at = 0.0  # when audio was last added to the open chunk
 
     # --- sending -----------------------------------------------------------------------------
-    def sent(self, item_id: str, start_ms: float, end_ms: float, now: float) -> str:
-        """Record a chunk just sent and close it; returns the mark name to send after it."""
-        self.add(item_id, start_ms, end_ms, now)
-        return self.close()
-
     def add(self, item_id: str, start_ms: float, end_ms: float, now: float) -> None:
         """Record audio just sent: it extends the open chunk when it continues that chunk's item,
         else (close the open chunk first) it opens a new one."""
@@ -93,13 +88,9 @@ class Playout:
         """`add`, closing what must be closed around it: returns the mark to send before the audio
         (the open chunk was of another item, or did not end where this piece starts) and the mark
         to send after it (the chunk now holds MARK_EVERY_MS); "" for none."""
-        before = ""
-        chunk = self._open
-        if chunk is not None and (chunk.item_id != item_id or chunk.end_ms != start_ms):
-            before = self.close()
+        before = "" if self._open is None or self.extends(item_id, start_ms) else self.close()
         self.add(item_id, start_ms, end_ms, now)
-        chunk = self._open
-        after = self.close() if chunk is not None and chunk.end_ms - chunk.start_ms >= MARK_EVERY_MS else ""
+        after = self.close() if self.open_ms() >= MARK_EVERY_MS else ""
         return before, after
 
     def extends(self, item_id: str, start_ms: float) -> bool:

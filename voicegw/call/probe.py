@@ -93,9 +93,7 @@ class CallProbe:
                 started = self._started.pop(e.response_id, None)  # type: ignore[union-attr]
                 if started is not None:
                     self._sink.model_first_audio(started[1], now - started[0])
-            down = self.down  # `down.due()`, inline: once per delta
-            down._seen += 1
-            return down._seen >= down._every
+            return self.down.due()
         if kind is ev.ResponseStarted and len(self._started) < MAX_STARTED:
             label = str((e.metadata or {}).get("voicegw") or "turn")  # type: ignore[union-attr]
             self._started[e.response_id] = (now, label if label in KINDS else "other")  # type: ignore[union-attr]

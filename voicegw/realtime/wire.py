@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -113,19 +112,7 @@ class Wire(WSListener):  # type: ignore[misc]
                 except UnicodeDecodeError:
                     self._deliver(self._counted(Ignored("<invalid utf-8>"), frame.payload_size))
                     return
-                delta = self._delta_frame(text)  # most events of a call: no JSON decoding
-                if delta is None:
-                    self._deliver(self._json_event(text))
-                    return
-                event = self._delta_event(text, delta)
-                handler = self.handler
-                if handler is None:
-                    self._deliver(event)
-                    return
-                try:
-                    handler(event)
-                except Exception as exc:  # noqa: BLE001 - `listen` raises it, as `async for` would
-                    self._handler_failed(exc)
+                self._deliver(self._decoded(text))
             elif kind is _BINARY:
                 self._deliver(self._counted(Ignored("<binary>"), frame.payload_size))
             elif kind is _CLOSE:
@@ -211,20 +198,13 @@ class Wire(WSListener):  # type: ignore[misc]
         return self._counted(Ignored("<oversized>"), size)
 
     def _decoded(self, text: str) -> ServerEvent:
+        stats = self.stats
+        stats.events_in += 1
+        stats.bytes_in += len(text)
         delta = self._delta_frame(text)  # most events of a call: no JSON decoding
-        return self._json_event(text) if delta is None else self._delta_event(text, delta)
-
-    def _delta_event(self, text: str, delta: re.Match[str]) -> AudioDelta:
-        stats = self.stats
-        stats.events_in += 1
-        stats.bytes_in += len(text)
-        response_id, item_id, content_index, audio = delta.groups()
-        return AudioDelta(response_id, item_id, audio, int(content_index))
-
-    def _json_event(self, text: str) -> ServerEvent:
-        stats = self.stats
-        stats.events_in += 1
-        stats.bytes_in += len(text)
+        if delta is not None:
+            response_id, item_id, content_index, audio = delta.groups()
+            return AudioDelta(response_id, item_id, audio, int(content_index))
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
@@ -232,19 +212,15 @@ class Wire(WSListener):  # type: ignore[misc]
             return Ignored("<invalid json>")
         return self.decode(msg)
 
-    def _handler_failed(self, exc: Exception) -> None:
-        """`listen`'s function raised: `listen` raises it, as `async for` would."""
-        self.handler = None
-        if self.listening is not None and not self.listening.done():
-            self.listening.set_exception(exc)
-
     def _deliver(self, event: ServerEvent) -> None:
         handler = self.handler
         if handler is not None:
             try:
                 handler(event)
-            except Exception as exc:  # noqa: BLE001
-                self._handler_failed(exc)
+            except Exception as exc:  # noqa: BLE001 - `listen` raises it, as `async for` would
+                self.handler = None
+                if self.listening is not None and not self.listening.done():
+                    self.listening.set_exception(exc)
             return
         self.inbox.append(event)
         if len(self.inbox) >= INBOX_HIGH and not self.reading_paused and self.transport is not None:
