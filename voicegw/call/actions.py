@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Union
 
 from voicegw.calllog.entries import CallLogEntry
+from voicegw.hotvalue import hot_value
 from voicegw.realtime.events import ClientCommand
 from voicegw.telephony.base import StreamIntent
 
 
+@hot_value
 @dataclass(frozen=True, slots=True)
 class ToCaller:
     """Send an intent on the provider's media stream (audio, mark, clear)."""
@@ -26,6 +28,7 @@ class ToCaller:
     intent: StreamIntent
 
 
+@hot_value
 @dataclass(frozen=True, slots=True)
 class ToModel:
     """Send a command on model link `link`."""

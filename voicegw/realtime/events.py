@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from voicegw.hotvalue import hot_value
+
 # ---------------------------------------------------------------------------------------------
 # Session configuration (dialect-neutral). The dialect module maps it to the flat preview
 # session or the nested GA `audio.input/output` shape.
@@ -64,6 +66,7 @@ class UpdateSession:
     config: SessionConfig
 
 
+@hot_value
 @dataclass(frozen=True)
 class AppendAudio:
     audio_b64: str
@@ -263,6 +266,7 @@ class OutputItemDone:
     item: dict[str, Any]
 
 
+@hot_value
 @dataclass(frozen=True)
 class AudioDelta:
     response_id: str

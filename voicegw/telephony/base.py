@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 
+from voicegw.hotvalue import hot_value
+
 
 @dataclass(frozen=True)
 class StreamConnected:
@@ -28,6 +30,7 @@ class StreamStarted:
     channels: int = 1
 
 
+@hot_value
 @dataclass(frozen=True)
 class CallerAudio:
     payload_b64: str  # mu-law 8 kHz
@@ -35,6 +38,7 @@ class CallerAudio:
     chunk: int = 0
 
 
+@hot_value
 @dataclass(frozen=True)
 class MarkPlayed:
     """The provider reached (or, on clear, discarded) a mark we sent."""
@@ -66,6 +70,7 @@ StreamEvent = Union[StreamConnected, StreamStarted, CallerAudio, MarkPlayed, Dtm
 # --- what the call asks the provider to do on the media stream (outbound intents) -----------
 
 
+@hot_value
 @dataclass(frozen=True, slots=True)
 class PlayAudio:
     """Queue agent audio for the caller (base64 mu-law 8 kHz; played in order)."""
@@ -73,6 +78,7 @@ class PlayAudio:
     payload_b64: str
 
 
+@hot_value
 @dataclass(frozen=True, slots=True)
 class PlayMark:
     """Ask to be told (`MarkPlayed`) when playback reaches this point."""
