@@ -472,10 +472,10 @@ def test_audio_delta_fast_path_agrees_with_the_full_decode(dialect: Dialect, rid
             "item_id": iid, "output_index": output, "content_index": content, "delta": delta}
     exact = json.dumps(body, ensure_ascii=False, separators=(", ", ": ") if spaced else (",", ":"))
     full = dialect.decode(json.loads(exact))
-    match = dialect.audio_delta_frame(exact)
-    if match is not None:
+    fields = dialect.audio_delta_fields(exact)
+    if fields is not None:
         assert isinstance(full, ev.AudioDelta) and full.content_index == content
-        assert (full.response_id, full.item_id, full.audio_b64) == (match[1], match[2], match[4])
+        assert ev.AudioDelta(*fields) == full
 
     async def decoded() -> ev.ServerEvent:
         return Wire(dialect, 5.0)._decoded(exact)
@@ -488,7 +488,9 @@ def test_audio_delta_fast_path_agrees_with_the_full_decode(dialect: Dialect, rid
 def test_the_services_delta_takes_the_fast_path() -> None:
     text = ('{"type":"response.output_audio.delta","event_id":"event_CX1","response_id":"resp_CX2","item_id":'
             '"item_CX3","output_index":0,"content_index":0,"delta":"f39/fw=="}')
-    match = GA.audio_delta_frame(text)
-    assert match is not None and match.groups() == ("resp_CX2", "item_CX3", "0", "f39/fw==")
-    assert PREVIEW.audio_delta_frame(text) is None  # another dialect's event name
-    assert PREVIEW.audio_delta_frame(text.replace("output_audio", "audio")) is not None
+    assert GA.audio_delta_fields(text) == ("resp_CX2", "item_CX3", "f39/fw==", 0)
+    assert PREVIEW.audio_delta_fields(text) is None  # another dialect's event name
+    assert PREVIEW.audio_delta_fields(text.replace("output_audio", "audio")) is not None
+    for not_it in (text[:-1], text + " ", text.replace('fw=="', 'fw=="}'), text.replace("fw==", 'f\\"w=='),
+                   text.replace("fw==", "f\\/w==")):  # cut, trailing text, a quote or escape inside
+        assert GA.audio_delta_fields(not_it) is None, not_it

@@ -3,16 +3,18 @@
 Twilio sends and expects 8 kHz mu-law; the model takes and returns either 24 kHz PCM16
 ("pcm16" mode) or 8 kHz mu-law ("g711_ulaw" mode, passed through untouched -- the cheapest
 path, since Twilio accepts payloads of any length). Everything travels as base64 text, so the
-converters take and return base64 `str` and use `binascii` directly: one decode, the C codec,
-the resampler, one encode, and no per-frame objects beyond the byte strings themselves.
+converters take and return base64 `str` and use pybase64's SIMD codec directly (a fifth of
+binascii's time on a 20 ms PCM16 frame, and its encoder returns the `str`): one decode, the C
+codec, the resampler, one encode, and no per-frame objects beyond the strings themselves.
 
 Playout accounting needs the duration of a payload without decoding it; the helpers at the end
 compute it from the base64 text alone.
 """
 from __future__ import annotations
 
-import binascii
 from typing import Literal
+
+import pybase64
 
 from voicegw.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from voicegw.audio.resample import StreamResampler
@@ -46,8 +48,7 @@ def _check_mode(mode: str) -> AudioMode:
     raise ValueError(f"unknown audio mode {mode!r} (expected 'pcm16' or 'g711_ulaw')")
 
 
-def _b64encode(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
+_b64encode = pybase64.b64encode_as_string
 
 
 class CallerToModel:
@@ -70,7 +71,7 @@ class CallerToModel:
         """Convert one Twilio media payload; returns "" when there is nothing to send yet."""
         if self._resampler is None:
             return ulaw_b64
-        pcm8 = ulaw_to_pcm16(binascii.a2b_base64(ulaw_b64))
+        pcm8 = ulaw_to_pcm16(pybase64.b64decode(ulaw_b64))  # checked by the stream's parser
         pcm24 = self._resampler.process(pcm8)
         return _b64encode(pcm24) if pcm24 else ""
 
@@ -108,7 +109,7 @@ class ModelToCaller:
         delta already decoded (the core checks every delta's base64 and keeps the bytes)."""
         if self._resampler is None:
             return model_b64
-        pcm = binascii.a2b_base64(model_b64) if raw is None else raw
+        pcm = pybase64.b64decode(model_b64) if raw is None else raw
         if self._carry:
             pcm = self._carry + pcm
             self._carry = b""

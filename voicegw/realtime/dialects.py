@@ -380,19 +380,32 @@ class Dialect:
         self._delta_frame = re.compile(
             r'\{"type": ?"' + re.escape(delta_type) + r'", ?"event_id": ?"[^"\\\x00-\x1f]*", ?"response_id": ?'
             r'"([^"\\\x00-\x1f]*)", ?"item_id": ?"([^"\\\x00-\x1f]*)", ?"output_index": ?\d{1,9}, ?"content_index": ?(\d{1,9}), ?'
-            r'"delta": ?"([A-Za-z0-9+/=]*)"\}').fullmatch
+            r'"delta": ?"(.*)"\}', re.DOTALL).fullmatch
         self._text_part = text_part
         self._handlers = handlers
         self._session = session
         self._modalities = modalities
 
-    @property
-    def audio_delta_frame(self) -> Callable[[str], "re.Match[str] | None"]:
-        """`fullmatch` of the compact wire text of this dialect's audio delta, in the services' key
-        order: groups response_id, item_id, content_index, delta. A match is that event exactly
-        (anchored, no escapes in the strings, base64 characters in the delta), so it needs no JSON
-        decoding; anything else is decoded in full. Every delta of a response is one of these."""
-        return self._delta_frame
+    def audio_delta_fields(self, text: str) -> tuple[str, str, str, int] | None:
+        """(response_id, item_id, delta, content_index), the fields of `AudioDelta`, of this
+        dialect's audio delta in the services' compact shape and key order, read off the wire text
+        without JSON decoding; None for anything else, which is then decoded in full. Every delta
+        of a response is one.
+
+        One anchored pattern gives the fields; the delta is everything from its opening quote to
+        the quote before the final brace, and must hold no quote and no backslash (another field,
+        or an escape that would need decoding). A pattern over the delta's base64 characters cost
+        2 ns a character, 2 us for a 20 ms PCM16 delta; `.*` and two `in` scans are a tenth. The
+        delta's characters are not checked here: the call checks every delta's base64 (strictly,
+        in 0.4 us). A raw control character, invalid JSON, reaches that check and is skipped as bad
+        audio, as the full decode would skip the frame."""
+        frame = self._delta_frame(text)
+        if frame is None:
+            return None
+        response_id, item_id, content_index, delta = frame.groups()
+        if '"' in delta or "\\" in delta:
+            return None
+        return response_id, item_id, delta, int(content_index)
 
     def decode(self, msg: Any) -> ServerEvent:
         """One wire message (parsed JSON) -> one internal event. Never raises."""

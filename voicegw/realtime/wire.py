@@ -66,7 +66,7 @@ class Wire(WSListener):  # type: ignore[misc]
 
     def __init__(self, dialect: Dialect, send_timeout: float, *, drop: bool = False) -> None:
         self.decode = dialect.decode
-        self._delta_frame = dialect.audio_delta_frame
+        self._delta_fields = dialect.audio_delta_fields
         self.send_timeout = send_timeout
         self.transport: WSTransport | None = None
         self.stats = ConnectionStats()
@@ -201,10 +201,9 @@ class Wire(WSListener):  # type: ignore[misc]
         stats = self.stats
         stats.events_in += 1
         stats.bytes_in += len(text)
-        delta = self._delta_frame(text)  # most events of a call: no JSON decoding
+        delta = self._delta_fields(text)  # most events of a call: no JSON decoding
         if delta is not None:
-            response_id, item_id, content_index, audio = delta.groups()
-            return AudioDelta(response_id, item_id, audio, int(content_index))
+            return AudioDelta(*delta)
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
