@@ -166,6 +166,35 @@ def test_the_compiled_filter_equals_the_numpy_one_bit_for_bit(direction: tuple[i
             n.reset()
     assert c.flush() == n.flush()
 
+def _tie_stream(coefs: np.ndarray, direction: tuple[int, int]) -> np.ndarray:
+    """Two adjacent samples whose weighted sum lands exactly halfway between two output values
+    (a sum of 2**23 modulo 2**24), placed where one output of the numpy path takes them: random
+    streams almost never round a tie, and ties must go to even as numpy's rint sends them."""
+    m, a = 1 << 24, np.arange(-32768, 32768, dtype=np.int64)
+    for c1, c2 in zip(coefs[:-1].astype(np.int64), coefs[1:].astype(np.int64)):
+        if c2 % 2:  # invertible modulo 2**24: b = (2**23 - a c1) / c2
+            b = (m // 2 - a * int(c1)) * pow(int(c2), -1, m) % m
+            b = np.where(b >= m // 2, b - m, b)
+            ok = np.flatnonzero((b >= -32768) & (b <= 32767))
+            for k in ok[np.argsort(np.maximum(abs(a[ok]), abs(b[ok])))][:3]:  # the quietest: not clipped
+                va, vb = int(a[k]), int(b[k])
+                for pos in range(0, 130):
+                    x = np.zeros(400, dtype=np.int16)
+                    x[pos], x[pos + 1] = va, vb
+                    acc = StreamResampler(*direction, compiled=False)._run(x).astype(np.int64)
+                    if ((acc % m == m // 2) & (abs(acc) < 32767 * m)).any():  # a tie, not clipped
+                        return x
+    raise AssertionError("no stream with a rounding tie found")
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_the_compiled_filter_rounds_ties_to_even_as_numpy(direction: tuple[int, int]) -> None:
+    coefs = resample._UP_P.ravel() if direction[0] < direction[1] else resample._DOWN_H
+    x = _tie_stream(coefs, direction).tobytes()
+    c, n = StreamResampler(*direction, compiled=True), StreamResampler(*direction, compiled=False)
+    assert c.process(x) == n.process(x)
+
+
 
 @pytest.mark.parametrize("in_rate, out_rate", DIRECTIONS)
 def test_every_frame_gives_its_frame_out(in_rate: int, out_rate: int) -> None:

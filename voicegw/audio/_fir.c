@@ -11,6 +11,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
 #define FACTOR 3
 #define UP_TAPS 41   /* per phase */
@@ -21,14 +22,13 @@ static double up_p[UP_TAPS][FACTOR];  /* row i = window position i, column r = o
 static double down_h[DOWN_TAPS];
 static int ready = 0;
 
+/* numpy's rint (ties to even, the default rounding mode) of the exact sum times 2**-24 (exact: a
+ * power of two), clipped: a loop of these vectorises (roundpd, minpd, maxpd) */
 static inline int16_t to_pcm16(double sum) {
-    int64_t acc = (int64_t)sum;  /* exact: an integer below 2**53 */
-    int64_t q = acc >> 24;  /* floor */
-    int64_t r = acc - (q << 24);
-    if (r > (1 << 23) || (r == (1 << 23) && (q & 1))) q += 1;
-    if (q > 32767) return 32767;
-    if (q < -32768) return -32768;
-    return (int16_t)q;
+    double y = rint(sum * (1.0 / 16777216.0));
+    y = y > 32767.0 ? 32767.0 : y;
+    y = y < -32768.0 ? -32768.0 : y;
+    return (int16_t)(int32_t)y;
 }
 
 static PyObject *set_coefficients(PyObject *self, PyObject *args) {
@@ -49,11 +49,14 @@ static PyObject *set_coefficients(PyObject *self, PyObject *args) {
 }
 
 /* The products, BLOCK outputs at a time in independent accumulators (held in registers, so the
- * adds pipeline) while the taps go by; compiled for x86-64-v3 (AVX2, FMA) too, chosen when the
- * module loads where the CPU has it. FMA changes nothing: every product and sum is exact. */
+ * adds pipeline) while the taps go by. This and `run` (which inlines the conversions, rounding
+ * and clipping) are compiled for x86-64-v4 (AVX-512) and x86-64-v3 (AVX2, FMA) too, chosen when
+ * the module loads by what the CPU has: on an AVX-512 machine, 1.2 / 1.8 us per 20 ms frame up /
+ * down against 1.9 / 2.2 with only the filter loop for AVX2 (the baseline build of `run` called
+ * libm's rint per sample). FMA changes nothing: every product and sum is exact. */
 #define BLOCK 32
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CLONES
 #endif
@@ -119,7 +122,7 @@ static void down_all(const double *buf, Py_ssize_t n, Py_ssize_t k, Py_ssize_t l
 }
 
 /* (history, x) -> (int16 outputs, new history), either way */
-static PyObject *run(PyObject *args, int up) {
+CLONES static PyObject *run(PyObject *args, int up) {
     Py_buffer hist, x;
     if (!ready) {
         PyErr_SetString(PyExc_RuntimeError, "set_coefficients first");

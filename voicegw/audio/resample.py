@@ -38,7 +38,7 @@ delay each way (held + output offset), up / down 2.5 / 2.5 ms        42.5 mean, 
 alias rejection, 4.6-11.4 kHz tones, 24k -> 8k   88.6 dB             86.1 dB
 image rejection above 4.6 kHz, 8k -> 24k         90.6 dB             113.6 dB
 passband ripple 100-3400 Hz, up / down           0.0005 / 0.0003 dB  < 0.001 dB
-CPU per 20 ms frame, 8k -> 24k / 24k -> 8k       2.1 / 2.6 us (C)    6.4 / 6.1 us
+CPU per 20 ms frame, 8k -> 24k / 24k -> 8k       1.2 / 1.8 us (C)    6.4 / 6.1 us
                                                  10.2 / 8.7 us (numpy)
 20 ms-framed output vs whole-signal output       identical           +-2 LSB (dither)
 
