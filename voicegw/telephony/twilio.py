@@ -63,7 +63,7 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # slow way and gets the same event or BadFrame it always did.
 _MEDIA_FRAME = re.compile(
     r'\{"event":"media","sequenceNumber":"[0-9]{1,13}","media":\{"track":"[a-z_]{1,16}",'
-    r'"chunk":"([0-9]{1,13})","timestamp":"([0-9]{1,13})","payload":"([A-Za-z0-9+/]{1,10668}={0,2})"\},'
+    r'"chunk":"([0-9]{1,12})","timestamp":"([0-9]{1,12})","payload":"([A-Za-z0-9+/]{1,10668}={0,2})"\},'
     r'"streamSid":"[A-Za-z0-9_\-]{1,64}"\}').fullmatch
 
 # A mark coming back, in Twilio's key order, with a name of the kind voicegw gives ("m<n>").
@@ -159,11 +159,11 @@ class TwilioMediaCodec:
             fast = _MEDIA_FRAME(text)
             if fast is not None:
                 chunk, timestamp, payload = fast.groups()
-                n_chunk, n_ts = int(chunk), int(timestamp)
                 # the pattern admits base64 characters with padding at the end only: with a length
-                # that is a multiple of 4 that is valid base64 (what `valid_media_payload` checks)
-                if not len(payload) & 3 and n_chunk <= MAX_NUMBER and n_ts <= MAX_NUMBER:
-                    return CallerAudio(payload, n_ts, n_chunk)
+                # that is a multiple of 4 that is valid base64 (what `valid_media_payload` checks);
+                # its numbers have at most 12 digits, below MAX_NUMBER
+                if not len(payload) & 3:
+                    return CallerAudio(payload, int(timestamp), int(chunk))
             else:
                 mark = _MARK_FRAME(text)  # one every ~100 ms of agent audio
                 if mark is not None:
