@@ -34,7 +34,8 @@ def ulaw_to_pcm16(b: bytes) -> bytes:
 
 def pcm16_to_ulaw(b: bytes) -> bytes:
     """Encode PCM16 to mu-law. `b` must hold whole samples (even length)."""
-    _check_whole(b)
+    if len(b) & 1:  # `_check_whole`, inline: 50 calls a second per talking call in pcm16
+        _check_whole(b)
     return audioop.lin2ulaw(b, _WIDTH)
 
 

@@ -159,11 +159,18 @@ class StreamResampler:
             raise ValueError(f"PCM16 input must hold whole samples, got {len(pcm16)} bytes")
         if not pcm16:
             return b""
-        if self._c:
-            self._in += len(pcm16) // 2
-            out = self._run_c(pcm16)
-            self._out += len(out) // 2
-            return out
+        if self._c:  # the C filter: stateless, so the history goes in and comes back out
+            self._in += len(pcm16) >> 1
+            if self._up:
+                out, self._hist = _fir.upsample(self._hist, pcm16)  # type: ignore[union-attr]
+                if self._skip:  # the filter's pre-ringing, before output time 0
+                    drop = min(self._skip, len(out) >> 1)
+                    self._skip -= drop
+                    out = out[2 * drop:]
+            else:
+                out, self._hist = _fir.downsample(self._hist, pcm16)  # type: ignore[union-attr]
+            self._out += len(out) >> 1
+            return out  # type: ignore[no-any-return]
         x = np.frombuffer(pcm16, dtype=np.int16)
         self._in += len(x)
         acc = self._run(x)
@@ -183,7 +190,8 @@ class StreamResampler:
         target = self._in * _FACTOR if self._up else -(-self._in // _FACTOR)
         zeros = _UP_FLUSH if self._up else _DOWN_FLUSH
         if self._c:
-            out = self._run_c(bytes(2 * zeros))[: 2 * (target - self._out)]
+            done = self._out
+            out = self.process(bytes(2 * zeros))[: 2 * (target - done)]
         else:
             out = _to_pcm16(self._run(np.zeros(zeros, dtype=np.int16))[: target - self._out])
         self.reset()
@@ -215,18 +223,6 @@ class StreamResampler:
         )
 
     # ------------------------------------------------------------------------------ internals
-
-    def _run_c(self, pcm16: bytes) -> bytes:
-        """`_run` and `_to_pcm16` in C: int16 in, the new int16 outputs out."""
-        if self._up:
-            out, self._hist = _fir.upsample(self._hist, pcm16)  # type: ignore[union-attr]
-            if self._skip:
-                drop = min(self._skip, len(out) // 2)
-                self._skip -= drop
-                out = out[2 * drop:]
-            return out  # type: ignore[no-any-return]
-        out, self._hist = _fir.downsample(self._hist, pcm16)  # type: ignore[union-attr]
-        return out  # type: ignore[no-any-return]
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """Feed int16 samples `x`; return the new outputs as scaled integer-valued float64."""
