@@ -72,10 +72,14 @@ def test_classes_it_cannot_keep_whole_are_refused() -> None:
     class WithFactory:
         a: list = dataclasses.field(default_factory=list)
 
+    @dataclasses.dataclass(frozen=True)
+    class WithFieldOutOfInit:
+        a: int = dataclasses.field(default=0, init=False)
+
     @dataclasses.dataclass
     class NotFrozen:
         a: int
 
-    for cls in (WithPostInit, WithFactory, NotFrozen):
+    for cls in (WithPostInit, WithFactory, WithFieldOutOfInit, NotFrozen):
         with pytest.raises(TypeError):
             hot_value(cls)
