@@ -13,10 +13,16 @@ Per barge-in k of a call:
 * truncation error = | audio_end_ms of the k-th truncate - audio of that item the caller heard |,
   where heard = the caller's heard total at clear k minus at clear k-1 (each response is heard
   between two clears). A delete counts as audio_end_ms = 0.
+
+The callers' 20 ms frame clocks are spread over PHASES phases (1 ms apart), as calls that began at
+different times are, and as the density load's pacer spreads its callers. With `phases=1` every
+caller ticks at once: 100 frames reach the gateway in one burst every 20 ms and the simulator's
+own burst delays its reading of the clear, a worst case no call population produces.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +34,11 @@ from bench.pacer import Pacer
 from bench.peer import BenchPeer, PeerConnection, PeerOptions
 from bench.stats import Dist
 from voicegw.sim.caller import SimulatedCaller
+from voicegw.sim.clock import FrameClock
 from voicegw.sim.result import CallResult
 
 CLEAR_P99_TARGET_MS = 5.0
+PHASES = 20
 TRUNCATE_ERROR_TARGET_MS = 20.0
 
 
@@ -52,16 +60,19 @@ class BargeInResult:
 
 
 async def run(mode: str, calls: int, per_call: int, log: Callable[[str], None] = print,
-              source: Path | None = None) -> BargeInResult:
-    """`source`: run the gateway from another copy of the code (before/after comparisons)."""
+              source: Path | None = None, phases: int = PHASES) -> BargeInResult:
+    """`source`: run the gateway from another copy of the code (before/after comparisons);
+    `phases`: how many frame-clock phases the callers are spread over (1: all in lockstep)."""
     pacer = Pacer()  # the bargein behaviour paces itself; the peer wants one all the same
+    base = time.monotonic()
+    clocks = [FrameClock(0.02, base + k * 0.02 / phases) for k in range(phases)]
     pairs: list[tuple[SimulatedCaller, PeerConnection]] = []
     results: list[CallResult] = []
     async with BenchPeer(PeerOptions(audio_mode=mode, behaviour="bargein", barge_ins=per_call), pacer) as peer:
         async with running_gateway(peer.base_url, mode, core=0, source=source) as gw:
             try:
-                for _ in range(calls):
-                    caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN)
+                for i in range(calls):
+                    caller = SimulatedCaller(gw.url, auth_token=AUTH_TOKEN, clock=clocks[i % phases])
                     await caller.start()
                     pairs.append((caller, await peer.next_connection(15)))
                 budget = per_call * 6.0 + 30

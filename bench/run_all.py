@@ -66,6 +66,9 @@ async def run(quick: bool, only: set[str]) -> Results:
         for mode in ("pcm16", "g711_ulaw"):
             log(f"barge-in, {mode}")
             res.bargein[mode] = await bench_bargein.run(mode, calls, per_call, log)
+            if not quick:
+                log(f"barge-in, {mode}, callers in lockstep")
+                res.bargein_lockstep[mode] = await bench_bargein.run(mode, calls, per_call, log, phases=1)
     if "setup" in only:
         for mode in ("g711_ulaw", "pcm16"):
             log(f"set-up burst, {mode}")

@@ -456,3 +456,17 @@ def test_wav_any_format_to_8k_mono(tmp_path: Path, width: int, channels: int, ra
     out = tmp_path / "out.wav"
     write_mulaw_wav(out, b"\xff" * 800)
     assert read_wav_pcm16_8k(out) == b"\x00\x00" * 800
+
+
+async def test_frame_clocks_with_other_epochs_tick_in_their_own_phase() -> None:
+    """Callers spread over phases (as calls that started at different times): a clock never wakes
+    its waiters before its own tick, epoch + n * period, whatever another clock's phase is."""
+    from voicegw.sim.clock import FrameClock
+
+    base = time.monotonic()
+    period = 0.02
+    clocks = [(FrameClock(period, epoch), epoch) for epoch in (base, base + period / 2)]
+    for clock, epoch in clocks:
+        for _ in range(3):
+            n = await clock.wait_tick()
+            assert time.monotonic() >= epoch + n * period

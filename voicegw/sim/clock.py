@@ -13,9 +13,11 @@ import time
 class FrameClock:
     """Ticks every ``period_s`` while anyone waits on it; idle, it stops its task."""
 
-    def __init__(self, period_s: float = 0.02) -> None:
+    def __init__(self, period_s: float = 0.02, epoch: float | None = None) -> None:
+        """`epoch`: the monotonic time of tick 0 (now by default). Clocks whose epochs differ by a
+        fraction of the period tick in different phases, as calls that started at different times."""
         self.period_s = period_s
-        self._epoch = time.monotonic()
+        self._epoch = time.monotonic() if epoch is None else epoch
         self._waiters = 0
         self._tick: asyncio.Future[int] | None = None
         self._task: asyncio.Task[None] | None = None
