@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_density import load_side_gc_paused
 from bench.gwproc import AUTH_TOKEN, running_gateway
 from bench.pacer import Pacer
 from bench.peer import BenchPeer, PeerConnection, PeerOptions
@@ -76,7 +77,8 @@ async def run(mode: str, calls: int, per_call: int, log: Callable[[str], None] =
                     await caller.start()
                     pairs.append((caller, await peer.next_connection(15)))
                 budget = per_call * 6.0 + 30
-                await asyncio.wait_for(asyncio.gather(*(conn.finished for _, conn in pairs)), budget)
+                with load_side_gc_paused():
+                    await asyncio.wait_for(asyncio.gather(*(conn.finished for _, conn in pairs)), budget)
             finally:
                 results = list(await asyncio.gather(*(caller.hang_up() for caller, _ in pairs)))
     return _score(mode, pairs, results, log)

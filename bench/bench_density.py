@@ -21,11 +21,13 @@ longer than one frame period (20 ms) to get through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import httpx
 import numpy as np
@@ -77,6 +79,24 @@ class Level:
     def passed(self) -> bool:
         return (self.valid and self.c2m.p99 <= P99_TARGET_MS and self.m2c.p99 <= P99_TARGET_MS
                 and self.late_fraction <= LATE_FRACTION_MAX)
+
+
+@contextlib.contextmanager
+def load_side_gc_paused() -> Iterator[None]:
+    """No collector pauses in this process (the load side) while it measures. Its latencies are
+    read on its own loop, so a full collection here (25 ms at 150 calls, more once a long run has
+    built up results) was booked as gateway latency: late frames at one level, none at the next.
+    Garbage is still freed by reference counting; cycles wait for the end of the block."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.unfreeze()
+            gc.enable()
 
 
 def pin_load_side() -> None:
@@ -171,16 +191,17 @@ class DensityRun:
         except Exception as exc:  # report what the gateway refused, keep the level's partial data
             problems.append(f"set-up failed after {len(pairs)} calls: {type(exc).__name__}: {exc}")
         setup_ms = (time.monotonic() - t_setup) * 1000 / max(1, len(pairs))
-        await asyncio.sleep(self.warm_s)
-        pacer.reset_lag()
-        me = os.getpid()
-        sim0, gw0, all0, t0 = cpu_seconds(me), gw.cpu_seconds(), machine_busy_seconds(), time.monotonic()
-        rss = gw.rss_kib()
-        watcher = asyncio.ensure_future(self.on_window(gw.pid, window_s)) if self.on_window else None
-        for _ in range(int(window_s)):
-            await asyncio.sleep(window_s / int(window_s))
-            rss = max(rss, gw.rss_kib())
-        sim1, gw1, all1, t1 = cpu_seconds(me), gw.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+        with load_side_gc_paused():
+            await asyncio.sleep(self.warm_s)
+            pacer.reset_lag()
+            me = os.getpid()
+            sim0, gw0, all0, t0 = cpu_seconds(me), gw.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+            rss = gw.rss_kib()
+            watcher = asyncio.ensure_future(self.on_window(gw.pid, window_s)) if self.on_window else None
+            for _ in range(int(window_s)):
+                await asyncio.sleep(window_s / int(window_s))
+                rss = max(rss, gw.rss_kib())
+            sim1, gw1, all1, t1 = cpu_seconds(me), gw.cpu_seconds(), machine_busy_seconds(), time.monotonic()
         lag = pacer.max_lag_s
         if watcher is not None:
             await watcher

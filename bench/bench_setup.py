@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from bench.bench_density import pin_load_side
+from bench.bench_density import load_side_gc_paused, pin_load_side
 from bench.gwproc import AUTH_TOKEN, running_gateway
 from bench.loadcaller import LoadCaller
 from bench.pacer import Pacer
@@ -88,9 +88,10 @@ async def run(calls: int = 200, over_s: float = 10.0, mode: str = "g711_ulaw", l
                 async with httpx.AsyncClient(trust_env=False, timeout=15, limits=limits) as http:
                     cpu0, t_start = gw.cpu_seconds(), time.monotonic()
                     t0 = t_start + 0.2
-                    await asyncio.gather(*(_one(i, t0 + i * over_s / calls, res, pacer, payloads, gw.url, http,
-                                                callers, calls) for i in range(calls)))
-                    await asyncio.sleep(HOLD_S)
+                    with load_side_gc_paused():
+                        await asyncio.gather(*(_one(i, t0 + i * over_s / calls, res, pacer, payloads, gw.url,
+                                                    http, callers, calls) for i in range(calls)))
+                        await asyncio.sleep(HOLD_S)
                     res.gateway_busy = (gw.cpu_seconds() - cpu0) / (time.monotonic() - t_start)
                     for caller in callers:
                         caller.hang_up()
