@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.bench_bargein import CLEAR_P99_TARGET_MS, TRUNCATE_ERROR_TARGET_MS, BargeInResult  # noqa: E402
+from bench.bench_bargein import CLEAR_P99_TARGET_MS, PHASES, TRUNCATE_ERROR_TARGET_MS, BargeInResult  # noqa: E402
 from bench.bench_density import LATE_FRACTION_MAX, LATE_MS, P99_TARGET_MS, Level  # noqa: E402
 from bench.bench_greeting import GreetingCase  # noqa: E402
 
@@ -431,8 +431,9 @@ BARGEIN_NOTE = (
     "0) with the audio of that response the caller actually heard before the clear; the bias is the mean "
     "signed difference (negative: the model is told less than was heard). The simulated caller "
     "acknowledges marks on its 20 ms tick, so the gateway learns of playout progress up to 20 ms late. "
-    "The callers' 20 ms clocks are spread over 20 phases, 1 ms apart, as calls that began at different "
-    "times are (the density load spreads its callers the same way). The \"callers in lockstep\" rows "
+    f"The callers' 20 ms clocks are spread over {PHASES} phases, {20 / PHASES:g} ms apart, as calls that "
+    "began at different times are (the density load spreads its callers the same way). The \"callers in "
+    "lockstep\" rows "
     "tick every caller at once: 100 frames reach the gateway in one burst every 20 ms, and the "
     "simulator's own burst delays its reading of the clear. No call population does that; the rows "
     "show what bursts cost.")
