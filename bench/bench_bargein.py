@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.bench_density import load_side_gc_paused
 from bench.gwproc import AUTH_TOKEN, running_gateway
-from bench.pacer import Pacer
+from bench.pacer import SLOTS, Pacer
 from bench.peer import BenchPeer, PeerConnection, PeerOptions
 from bench.stats import Dist
 from voicegw.sim.caller import SimulatedCaller
@@ -39,7 +39,7 @@ from voicegw.sim.clock import FrameClock
 from voicegw.sim.result import CallResult
 
 CLEAR_P99_TARGET_MS = 5.0
-PHASES = 20
+PHASES = SLOTS  # the density pacer's slots: both loads spread their callers alike
 TRUNCATE_ERROR_TARGET_MS = 20.0
 
 
@@ -65,8 +65,8 @@ async def run(mode: str, calls: int, per_call: int, log: Callable[[str], None] =
     """`source`: run the gateway from another copy of the code (before/after comparisons);
     `phases`: how many frame-clock phases the callers are spread over (1: all in lockstep)."""
     pacer = Pacer()  # the bargein behaviour paces itself; the peer wants one all the same
-    base = time.monotonic()
-    clocks = [FrameClock(0.02, base + k * 0.02 / phases) for k in range(phases)]
+    base, period = time.monotonic(), FrameClock().period_s
+    clocks = [FrameClock(period, base + k * period / phases) for k in range(phases)]
     pairs: list[tuple[SimulatedCaller, PeerConnection]] = []
     results: list[CallResult] = []
     async with BenchPeer(PeerOptions(audio_mode=mode, behaviour="bargein", barge_ins=per_call), pacer) as peer:

@@ -87,16 +87,17 @@ def load_side_gc_paused() -> Iterator[None]:
     read on its own loop, so a full collection here (25 ms at 150 calls, more once a long run has
     built up results) was booked as gateway latency: late frames at one level, none at the next.
     Garbage is still freed by reference counting; cycles wait for the end of the block."""
-    enabled = gc.isenabled()
+    if not gc.isenabled():  # inside another such block: no collection in the middle of it
+        yield
+        return
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
         yield
     finally:
-        if enabled:
-            gc.unfreeze()
-            gc.enable()
+        gc.unfreeze()
+        gc.enable()
 
 
 def pin_load_side() -> None:

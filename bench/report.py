@@ -433,10 +433,9 @@ BARGEIN_NOTE = (
     "acknowledges marks on its 20 ms tick, so the gateway learns of playout progress up to 20 ms late. "
     f"The callers' 20 ms clocks are spread over {PHASES} phases, {20 / PHASES:g} ms apart, as calls that "
     "began at different times are (the density load spreads its callers the same way). The \"callers in "
-    "lockstep\" rows "
-    "tick every caller at once: 100 frames reach the gateway in one burst every 20 ms, and the "
-    "simulator's own burst delays its reading of the clear. No call population does that; the rows "
-    "show what bursts cost.")
+    "lockstep\" rows tick every caller at once: 100 frames reach the gateway in one burst every 20 ms, "
+    "and the simulator's own burst delays its reading of the clear. No call population does that; the "
+    "rows show what bursts cost.")
 
 BASELINE_NOTE = (
     "`bench/baseline.py` is the few dozen lines every Twilio + Realtime sample has: a Starlette WebSocket "
