@@ -115,9 +115,9 @@ def nonempty_outputs(convert: Callable[[str], str], inputs: list[str], count: in
 class DensityRun:
     def __init__(self, mode: str, window_s: float, warm_s: float, max_frames: int = 20000,
                  on_window: Callable[[int, float], Awaitable[None]] | None = None, loop: str = "default",
-                 source: Path | None = None, baseline: bool | str = False) -> None:
+                 source: Path | None = None, baseline: bool | str = False, delta_ms: int = 20) -> None:
         # True: the minimal sample bridge (bench.baseline); "floor": the cheapest relay (bench.floor);
-        # both passthrough only
+        # "twilio": Twilio's published sample (bench.twilio_sample); all passthrough only
         self.baseline = baseline
         if baseline:
             mode = "g711_ulaw"
@@ -129,9 +129,10 @@ class DensityRun:
         self.warm_s = warm_s
         self.caller_payloads = audio_chunks("g711_ulaw", 20)  # what Twilio sends: 20 ms of mu-law
         self.c2m_map = nonempty_outputs(CallerToModel(mode).convert, self.caller_payloads, max_frames)
-        self.peer_chunks = audio_chunks(mode, 20)
+        self.delta_ms = delta_ms  # the model's audio per delta (the service's vary; 20 ms is the costliest)
+        self.peer_chunks = audio_chunks(mode, delta_ms)
         self.m2c_map = nonempty_outputs(ModelToCaller(mode).convert, self.peer_chunks, max_frames)
-        self.nominal_gap_ms = 20.0 * max_frames / max(1, len(self.m2c_map))
+        self.nominal_gap_ms = float(delta_ms) * max_frames / max(1, len(self.m2c_map))
         self._next_index = 0
         self.saturated_at: int | None = None  # the level that used the whole core and failed
         self.skipped: list[int] = []  # levels not run because of that
@@ -143,7 +144,7 @@ class DensityRun:
         pacer.start()
         results: list[Level] = []
         try:
-            async with BenchPeer(PeerOptions(audio_mode=self.mode, behaviour="stream"), pacer) as peer:
+            async with BenchPeer(PeerOptions(audio_mode=self.mode, behaviour="stream", delta_ms=self.delta_ms), pacer) as peer:
                 async with running_gateway(peer.base_url, self.mode, core=0, loop=self.loop, source=self.source,
                                            baseline=self.baseline) as gw:
                     async with httpx.AsyncClient(trust_env=False, timeout=15) as http:

@@ -102,7 +102,8 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
     measure what the event loop implementation is worth. `source` runs the voicegw package found in another
     directory (an exported older commit, for before/after comparisons). `baseline` starts the
     minimal sample bridge (`bench.baseline`) instead of voicegw, on the same core and model peer;
-    `baseline="floor"` the cheapest relay (`bench.floor`).
+    `baseline="floor"` the cheapest relay (`bench.floor`), `baseline="twilio"` Twilio's published
+    sample as it behaves on the wire (`bench.twilio_sample`).
     """
     with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
         agent = Path(tmp) / "agent.yaml"
@@ -122,7 +123,7 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
             cmd.append("--asyncio")
         cmd += ["serve", "--agent", str(agent), "--port", str(port), "--workers", "1"]
         if baseline:
-            bridge = "bench.floor" if baseline == "floor" else "bench.baseline"
+            bridge = {"floor": "bench.floor", "twilio": "bench.twilio_sample"}.get(str(baseline), "bench.baseline")
             cmd = [sys.executable, "-m", bridge, "--gc-log", str(gc_log), "--port", str(port)]
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]

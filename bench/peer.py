@@ -73,7 +73,8 @@ class PeerOptions:
     behaviour: str = "stream"  # stream | bargein
     barge_ins: int = 20  # per connection, bargein behaviour
     burst: int = 1  # stream behaviour: deltas written at once when a response starts (the service
-    #                 sends its first audio faster than real time), then one per 20 ms
+    #                 sends its first audio faster than real time), then one per `delta_ms`
+    delta_ms: int = 20  # stream behaviour: the audio per delta, a multiple of the pacer's 20 ms
     seed: int = 1
 
 
@@ -120,6 +121,7 @@ class PeerConnection(WsEndpoint):
         self._resp: _Response | None = None
         self._frames: list[bytes] = []
         self._k = 0
+        self._ticks = 0  # pacer ticks of the streamed response (a delta every delta_ms / 20)
         self._rng = random.Random(self.opts.seed * 100_003 + self.key)
         self._input_ms = 0.0
 
@@ -210,9 +212,12 @@ class PeerConnection(WsEndpoint):
                 + '","item_id":"' + resp.iid + '","output_index":0,"content_index":0,"delta":"' + b64 + '"}')
 
     def _stream_tick(self) -> None:
-        """Density: one 20 ms delta, written from the pacer's slot for this connection."""
+        """Density: one delta every `delta_ms` (20 ms: every tick), from the pacer's slot for this connection."""
         resp, transport = self._resp, self.transport
         if resp is None or transport is None or transport.is_closing():
+            return
+        self._ticks += 1
+        if (self._ticks - 1) % self.server.ticks_per_delta:
             return
         transport.write(self._frames[self._k % len(self._frames)])
         self.delta_times.append(_clock())
@@ -312,7 +317,8 @@ class BenchPeer:
     def __init__(self, opts: PeerOptions, pacer: Pacer) -> None:
         self.opts = opts
         self.pacer = pacer
-        self.chunk_ms = 20 if opts.behaviour == "stream" else 100
+        self.chunk_ms = opts.delta_ms if opts.behaviour == "stream" else 100
+        self.ticks_per_delta = max(1, self.chunk_ms // 20)
         self.chunks = audio_chunks(opts.audio_mode, self.chunk_ms)
         self.accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
         self.connections: list[PeerConnection] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import bench_audio, bench_bargein, bench_greeting, bench_setup, bench_soak
 from bench.bench_density import DensityRun, pin_load_side
-from bench.report import Results, head_commit, now_utc, render
+from bench.report import Results, bridge_label, head_commit, now_utc, render
 from voicegw.audio.resample import StreamResampler
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -25,6 +25,9 @@ QUICK_LEVELS = [1, 50, 200]
 MUST = {1, 50, 100, 200}  # reported whatever happens at other levels (100: the CPU targets)
 
 
+# the bridges compared at 50 calls: (who, audio mode, DensityRun's `baseline`)
+BRIDGES = (("sample", "g711_ulaw", True), ("twilio sample", "g711_ulaw", "twilio"), ("floor", "g711_ulaw", "floor"),
+           ("voicegw g711_ulaw", "g711_ulaw", False), ("voicegw pcm16", "pcm16", False))
 _T0 = time.monotonic()
 
 
@@ -50,14 +53,16 @@ async def run(quick: bool, only: set[str]) -> Results:
                 res.asyncio_loop += await ramp.run([50, 100], {50, 100}, log)
                 res.saturated[f"{mode} on asyncio"] = (ramp.saturated_at, ramp.skipped)
     if "baseline" in only:
-        rounds = 2 if quick else 5
-        for i in range(rounds):  # alternating, so drifting machine load hits all four alike
-            for who, mode, baseline in (("sample", "g711_ulaw", True), ("floor", "g711_ulaw", "floor"),
-                                        ("voicegw g711_ulaw", "g711_ulaw", False),
-                                        ("voicegw pcm16", "pcm16", False)):
-                log(f"against the sample bridge, round {i + 1}: {who}")
-                levels = await DensityRun(mode, 6.0, 1.5, baseline=baseline).run([50], {50}, log)
-                res.baseline += [(who, lv) for lv in levels]
+        # 20 ms deltas: every message the service could send, the costliest load; 200 ms deltas: the
+        # local model's size, where the caller's 50 frames a second are most of the work
+        for delta_ms, rounds in ((20, 2 if quick else 5), (200, 1 if quick else 3)):
+            for i in range(rounds):  # alternating, so drifting machine load hits every bridge alike
+                for who, mode, baseline in BRIDGES:
+                    if who == "floor" and delta_ms != 20:
+                        continue
+                    log(f"against the sample bridges, {delta_ms} ms deltas, round {i + 1}: {who}")
+                    run_ = DensityRun(mode, 6.0, 1.5, baseline=baseline, delta_ms=delta_ms)
+                    res.baseline += [(bridge_label(who, delta_ms), lv) for lv in await run_.run([50], {50}, log)]
     if "greeting" in only:
         log("greeting latency")
         res.greeting = await bench_greeting.run(5 if quick else 20, log)
