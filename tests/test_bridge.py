@@ -26,6 +26,7 @@ from voicegw.call import bridge as bridge_mod
 from voicegw.call.actions import Action, Log, ToCaller, ToModel
 from voicegw.call.bridge import CallBridge
 from voicegw.call.core import CoreOptions
+from voicegw.call.probe import SAMPLE_EVERY
 from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.realtime import events as ev
 from voicegw.realtime.connection import RealtimeClosed, RealtimeConnectError
@@ -675,3 +676,64 @@ async def test_transfer_reaches_the_provider_before_the_stream_closes(control_fa
         failed = [e.data["message"] for e in call.sink.of("error") if e.data.get("code") == "control_failed"]
         assert failed == ["transfer failed: provider said 500"]
         assert call.sink.entries_at_end == len(call.sink.entries)
+
+
+# ----------------------------------------------------- caller frames in the call's steady state
+class LatencySamples:
+    def __init__(self, pulse: Pulse) -> None:
+        self.pulse = pulse
+        self.added: list[str] = []
+
+    def added_latency(self, direction: str, seconds: float) -> None:
+        self.added.append(direction)
+        self.pulse.poke()
+
+    def model_first_audio(self, kind: str, seconds: float) -> None:
+        pass
+
+
+async def test_the_caller_lane_writes_steady_state_frames_in_order_and_declines_the_rest() -> None:
+    """`caller_frame` (the media socket's way for a media payload) appends in order on the live
+    session; it declines a frame on hold, which then takes `on_frame` and reaches no model."""
+    call = Call()
+    await call.start()
+    lane = call.bridge.caller_lane()
+    assert lane is not None
+    sent = [ulaw(i) for i in range(5)]
+    assert all(lane(p) for p in sent)
+    await call.pulse.until(lambda: call.conn.appended() == sent, "the lane's frames appended in order")
+    call.bridge.core.gated = True  # on hold
+    held = ulaw(99)
+    assert lane(held) is False
+    call.bridge.on_frame(tel.CallerAudio(held, 100))
+    call.bridge.core.gated = False
+    assert lane(ulaw(6)) is True
+    await call.pulse.until(lambda: len(call.conn.appended()) == 6, "the next steady frame appended")
+    assert held not in call.conn.appended()
+    call.bridge.telephony_lost("caller_hangup")
+    await call.wait_closed()
+
+
+async def test_the_caller_lane_leaves_sampled_frames_to_the_timed_way_and_recorded_calls_to_on_frame() -> None:
+    call = Call()
+    samples = LatencySamples(call.pulse)
+    call.bridge = CallBridge(call.bridge.info, "front", call.bridge.core.opts, TwilioMediaCodec(), call.tools,
+                             call.sink, call.hooks, call.model.open, latency=samples)  # type: ignore[arg-type]
+    await call.start()
+    lane = call.bridge.caller_lane()
+    assert lane is not None
+    declined = []
+    for second in (1, 2):  # one sample in flight at a time: the first is sent before the next is taken
+        for i in range((second - 1) * SAMPLE_EVERY, second * SAMPLE_EVERY):
+            if not lane(ulaw(i)):
+                declined.append(i)
+                call.bridge.on_frame(tel.CallerAudio(ulaw(i), 20 * i))
+        await call.pulse.until(lambda: samples.added.count("to_model") == second, f"sample {second} timed")
+    assert declined == [SAMPLE_EVERY - 1, 2 * SAMPLE_EVERY - 1]  # one frame in SAMPLE_EVERY is timed
+    await call.pulse.until(lambda: len(call.conn.appended()) == 2 * SAMPLE_EVERY, "every frame appended")
+    assert call.conn.appended() == [ulaw(i) for i in range(2 * SAMPLE_EVERY)]
+    call.bridge.telephony_lost("caller_hangup")
+    await call.wait_closed()
+    recorded = CallBridge(call.bridge.info, "front", call.bridge.core.opts, TwilioMediaCodec(), call.tools,
+                          call.sink, call.hooks, call.model.open, recorder=object())  # type: ignore[arg-type]
+    assert recorded.caller_lane() is None  # the recorder takes every caller frame with its timestamp

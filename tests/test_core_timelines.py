@@ -21,6 +21,7 @@ from voicegw.call import core as core_mod
 from voicegw.call.actions import (
     Action, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
+from voicegw.call.callerin import MARK_IDLE_S
 from voicegw.call.core import SAY_EXACTLY, CallCore, CoreOptions
 from voicegw.call.modellink import BACKOFF_S
 from voicegw.realtime import events as ev
@@ -109,9 +110,13 @@ class Timeline:
         return self.feed(self.core.on_model(e, self.now, n))
 
     def stream(self, e: tel.StreamEvent) -> list[Action]:
-        if type(e) is tel.CallerAudio:  # the bridge's hot entry, which skips the deadline check
+        if type(e) is tel.CallerAudio:  # the bridge's hot entries, which skip the deadline check
             due = self.core.next_deadline()
-            acts = self.core.on_caller_audio(e, self.now)
+            audio = self.core.caller_audio(e.payload_b64, self.now)  # the steady state's lane first
+            if audio is not None:
+                acts: list[Action] = [ToModel(ev.AppendAudio(audio), self.core.link.live)] if audio else []
+            else:
+                acts = self.core.on_caller_audio(e, self.now)
             assert self.core.next_deadline() == due, "a caller frame moved a deadline"
             return self.feed(acts)
         return self.feed(self.core.on_stream(e, self.now))
@@ -1029,3 +1034,44 @@ def test_one_mark_per_100_ms_of_small_deltas_and_heard_stays_exact_after_an_unde
     t.model(ev.AudioDone("r1", "i1"))
     marks = [a for a in t.actions if isinstance(a, ToCaller) and isinstance(a.intent, tel.PlayMark)]
     assert len(marks) == 2
+
+
+def test_the_caller_audio_lane_takes_only_the_steady_state_and_declined_frames_leave_no_trace() -> None:
+    """`caller_audio` is the bridge's way for a caller frame whose only effect is an append: it
+    declines (None, nothing done) before the model is up, with agent audio idling with its mark
+    unsent, on hold and after the end, and `on_caller_audio` then does what the frame needs."""
+    t = Timeline(connect=False)
+    assert t.core.caller_audio(frame(1), t.now) is None and list(t.core.link.tail) == []
+    t.model(ev.SessionStarted("sess-1"), link=1)
+    t.stream(tel.StreamStarted(stream_sid=SID, call_sid="CA1"))
+    assert t.core.caller_audio(frame(2), t.now) == frame(2)  # passthrough: the payload as it came
+    assert list(t.core.link.tail)[-1] == frame(2)  # kept for a replay after a reconnect
+    # agent audio: while its chunk is open and fresh the lane takes frames; once it idles, it declines
+    t.model(ev.ResponseStarted("r1"))
+    t.model(ev.OutputItemAdded("r1", "i1", "message"))
+    t.model(ev.AudioDelta("r1", "i1", ulaw(40)))
+    assert t.core.caller_audio(frame(3), t.now) == frame(3)
+    t.at(t.now + MARK_IDLE_S)
+    tail = list(t.core.link.tail)
+    assert t.core.caller_audio(frame(4), t.now) is None and list(t.core.link.tail) == tail
+    acts = t.core.on_caller_audio(tel.CallerAudio(frame(4), 80), t.now)
+    assert cmds(acts, kind=ev.AppendAudio) == [ev.AppendAudio(frame(4))] and intents(acts, tel.PlayMark)
+    assert t.core.caller_audio(frame(5), t.now) == frame(5)  # the mark went out: steady again
+    t.core.gated = True  # on hold, or an outbound call's answer not yet classified
+    assert t.core.caller_audio(frame(6), t.now) is None
+    t.core.gated = False
+    t.feed(t.core.end("caller_hangup", t.now))
+    assert t.core.caller_audio(frame(7), t.now) is None
+
+
+def test_the_caller_audio_lane_converts_exactly_as_the_full_way_in_pcm16() -> None:
+    lane, full = Timeline(audio_mode="pcm16"), Timeline(audio_mode="pcm16")
+    ours: list[str] = []
+    theirs: list[str] = []
+    for i in range(12):
+        audio = lane.core.caller_audio(frame(i), lane.now)
+        assert audio is not None
+        ours += [audio] if audio else []
+        theirs += [c.audio_b64 for c in cmds(full.core.on_caller_audio(tel.CallerAudio(frame(i), 20 * i), full.now),
+                                             kind=ev.AppendAudio)]
+    assert ours == theirs and len(ours) >= 11  # the resampler holds back its filter delay at the start

@@ -371,6 +371,28 @@ class CallBridge:
             self._recorder.start(self.clock())
         self.perform(self.core.on_stream(start, self.clock()))
 
+    def caller_lane(self) -> Callable[[str], bool] | None:
+        """The steady-state way for caller frames (`caller_frame`), or None when every frame must
+        take `on_frame` (the call is being recorded: the recorder takes each frame with its time)."""
+        return self.caller_frame if self._recorder is None else None
+
+    def caller_frame(self, payload_b64: str) -> bool:
+        """A caller frame's payload (base64 mu-law), in the call's steady state (`CallCore.caller_audio`):
+        its audio written on the live session, with no event or action objects. False when the
+        frame has to take `on_frame`; then nothing of it was done."""
+        link = self._links.get(self.core.link.live)
+        if link is None or link.writer is None or link.closing:
+            return False
+        probe = self._probe
+        if probe is not None and probe.up.due():
+            return False  # a sampled frame is timed on `on_frame`'s way (due until one is tracked)
+        audio = self.core.caller_audio(payload_b64, self.clock())
+        if audio is None:
+            return False
+        if audio:
+            link.writer.put(ev.AppendAudio(audio))
+        return True
+
     def on_frame(self, event: tel.StreamEvent) -> None:
         probe = self._probe
         if type(event) is tel.CallerAudio:

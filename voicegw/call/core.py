@@ -8,9 +8,9 @@ and how often, when to roll the model session over, agent switches, leaving the 
 
 The core is split by concept: barge-in is `voicegw.call.bargein.BargeIn`, the model sessions
 (first open, drop recovery, rollover, giving up) are `voicegw.call.sessions.ModelSessions`, agent
-audio on its way to the caller (checked, bounded) is `voicegw.call.agentaudio.AgentAudio`; small
-state objects hold the rest (Playout, ResponseBook, ToolBook, History, ModelLink, ExitPlan,
-BadFrameMeter, Redactor).
+audio on its way to the caller (checked, bounded) is `voicegw.call.agentaudio.AgentAudio`, caller
+audio on its way to the model `voicegw.call.callerin.CallerAudioIn`; small state objects hold the
+rest (Playout, ResponseBook, ToolBook, History, ModelLink, ExitPlan, BadFrameMeter, Redactor).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from voicegw.call.answering import Answering
 from voicegw.call.asides import POST_CALL, Aside, Asides
 from voicegw.call.badframes import FLOOD_PER_SECOND, FLOOD_SECONDS, BadFrameMeter
 from voicegw.call.bargein import BargeIn
+from voicegw.call.callerin import CallerAudioIn
 from voicegw.call.history import History
 from voicegw.call.leaving import ExitPlan
 from voicegw.call.modellink import ModelLink
@@ -48,7 +49,6 @@ SAY_EXACTLY = 'Say exactly this to the caller, and nothing else: "{text}"'
 KEYPAD_PREFIX = "[keypad] "
 BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 MAX_BAD_FRAME_LOGS = 20
-MARK_IDLE_S = 0.1  # an open playout chunk that got no audio this long is closed (its mark sent)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class CoreOptions:
     tool_redact: dict[str, Any] = field(default_factory=dict)  # tool name -> its `redact` paths
 
 
-class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answering, WarmTransfer):
+class CallCore(CallerAudioIn, BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answering, WarmTransfer):
     def __init__(self, opts: CoreOptions, now: float, wall_offset: float = 0.0):
         self.opts = opts
         self.config = opts.session_config
@@ -160,27 +160,9 @@ class CallCore(BargeIn, ModelSessions, AgentAudio, Transcripts, Asides, Answerin
         return [OpenModel(self.link.open_next("first"), 0.0, self.opts.connect_budget_s)]
 
     # ------------------------------------------------------------------------- stream events
-    # The two hot entries (a caller frame, the live session's audio delta: 50 a second each) move
-    # no deadline: `next_deadline()` is the same after them, so the bridge does not ask for it.
-    def on_caller_audio(self, e: tel.CallerAudio, now: float) -> list[Action]:
-        """`on_stream` for a caller audio frame."""
-        if self.ended:
-            return []
-        link = self.link
-        if self.gated:
-            acts = []
-        else:
-            link.caller_frame(e.payload_b64)
-            if not link.ready:
-                link.held.append(e.payload_b64)
-                return []
-            audio = e.payload_b64 if self._passthrough else self.to_model.convert(e.payload_b64)
-            acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
-        playout = self.playout
-        if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
-            acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
-        return acts
-
+    # The two hot entries (a caller frame, `CallerAudioIn`; the live session's audio delta: 50 a
+    # second each) move no deadline: `next_deadline()` is the same after them, so the bridge does
+    # not ask for it.
     def on_live_audio(self, e: ev.AudioDelta, now: float, link: int) -> list[Action] | None:
         """`on_model` for an audio delta, when it comes from the live session of a call in progress
         with nothing aside; None otherwise (then `on_model` takes it)."""

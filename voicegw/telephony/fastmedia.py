@@ -69,6 +69,10 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         self._parts: list[bytes] = []
         self._call: CallBridge | None = None
         self._parse: Callable[[str], tel.StreamEvent] = tel.BadFrame  # the codec's, once a call is attached
+        # the steady state's way for caller audio, once a call is attached (CallBridge.caller_lane):
+        # the codec's exact media shape gives the payload, and the call takes it or declines it
+        self._media_payload: Callable[[str], str | None] | None = None
+        self._lane: Callable[[str], bool] | None = None
         self._gw: Gateway | None = None
         self._done: asyncio.Future[str] | None = None
         # `asyncio.get_running_loop()` costs a getpid() system call on every use (CPython's fork
@@ -193,6 +197,11 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
 
     def _handle(self, call: CallBridge, text: str | None, data: bytes | None) -> None:
         self._frames += 1
+        lane = self._lane
+        if lane is not None and text is not None:  # caller audio in the call's steady state
+            payload = self._media_payload(text)  # type: ignore[misc]  # set with the lane
+            if payload is not None and lane(payload):
+                return
         event = self._parse(text) if text is not None else _binary(data)
         call.on_frame(event)
         if type(event) is tel.StreamStopped:
@@ -204,6 +213,8 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
         loop = self._loop
         self._gw, self._call = gw, call
         self._parse = gw.codec.parse
+        self._media_payload = getattr(gw.codec, "media_payload", None)
+        self._lane = call.caller_lane() if self._media_payload is not None else None
         self._done = loop.create_future()
         self._frame_timeout_s = frame_timeout_s
         self._last_frame = loop.time()

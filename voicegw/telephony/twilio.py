@@ -173,6 +173,15 @@ class TwilioMediaCodec:
         except Exception as exc:  # noqa: BLE001 - the contract: hostile input is a BadFrame, always
             return _bad(f"frame could not be parsed ({type(exc).__name__})", text if type(text) is str else "")
 
+    def media_payload(self, text: str) -> str | None:
+        """The payload of a media frame in Twilio's exact shape (the frame `parse` would read as
+        CallerAudio on its fast path), or None for any other frame."""
+        fast = _MEDIA_FRAME(text)
+        if fast is None:
+            return None
+        payload: str = fast[3]
+        return None if len(payload) & 3 else payload
+
     def _parse(self, text: str) -> StreamEvent:
         if type(text) is not str:
             return _bad(f"frame is a {type(text).__name__}, not text", "")

@@ -1,0 +1,57 @@
+"""Caller audio on its way to the model, part of the call core.
+
+A caller frame arrives 50 times a second per call. In the call's steady state (answered, off
+hold, the model session up, no agent audio idling with its mark unsent) its only effect is an
+append on the live session: `caller_audio` does exactly that and returns the audio, so the I/O
+layer can write it without building action objects. Every other state returns None and the
+frame takes `on_caller_audio`, which handles both; there is one rule for each case, here.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from voicegw.call.actions import Action, ToModel
+from voicegw.realtime import events as ev
+
+if TYPE_CHECKING:
+    from voicegw.call.core import CallCore
+    from voicegw.telephony import base as tel
+
+MARK_IDLE_S = 0.1  # an open playout chunk that got no audio this long is closed (its mark sent)
+
+
+class CallerAudioIn:
+    def caller_audio(self: CallCore, payload_b64: str, now: float) -> str | None:
+        """A caller frame (base64 mu-law) in the steady state: noted for replay and converted; returns
+        the audio to append on the live session ("" when the resampler holds all of it). None when
+        the frame has other effects: then nothing of it was done, and `on_caller_audio` takes it."""
+        link = self.link
+        if self.ended or self.gated or not link.ready:
+            return None
+        playout = self.playout
+        if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
+            return None
+        link.caller_frame(payload_b64)
+        return payload_b64 if self._passthrough else self.to_model.convert(payload_b64)
+
+    def on_caller_audio(self: CallCore, e: tel.CallerAudio, now: float) -> list[Action]:
+        """`on_stream` for a caller audio frame."""
+        audio = self.caller_audio(e.payload_b64, now)
+        if audio is not None:
+            return [ToModel(ev.AppendAudio(audio), self.link.live)] if audio else []
+        if self.ended:
+            return []
+        link = self.link
+        if self.gated:
+            acts = []
+        else:
+            link.caller_frame(e.payload_b64)
+            if not link.ready:
+                link.held.append(e.payload_b64)
+                return []
+            audio = e.payload_b64 if self._passthrough else self.to_model.convert(e.payload_b64)
+            acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+        playout = self.playout
+        if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
+            acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
+        return acts
