@@ -477,3 +477,30 @@ def _self_signed(tmp_path: Any) -> tuple[str, str]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return str(cert_path), str(key_path)
+
+
+async def test_append_now_writes_the_appends_send_now_would_and_declines_when_backed_up_or_closed() -> None:
+    """The steady state's append (`append_now`): the same message and id sequence as `send_now`;
+    nothing written, and False, once the socket is over its high-water mark or closed."""
+    peer = Peer()
+    async with running(peer):
+        conn = await open_conn(peer)
+        assert conn.append_now("AAAA") is True
+        conn.send_now(ev.AppendAudio("BBBB"))
+        assert conn.append_now("CCCC") is True
+        got = [await asyncio.wait_for(peer.received.get(), 2) for _ in range(3)]
+        assert got == [{"type": "input_audio_buffer.append", "event_id": f"aud_{i}", "audio": audio}
+                       for i, audio in ((1, "AAAA"), (2, "BBBB"), (3, "CCCC"))]
+        assert conn.stats.events_out == 3
+        await conn.close()
+        assert conn.append_now("DDDD") is False
+    async with deaf_peer() as deaf:
+        url = f"ws://127.0.0.1:{deaf.port}/openai/v1/realtime?model=gpt-realtime"
+        conn = await RealtimeConnection.open(url, NoAuth(), GA, open_timeout=2, send_timeout=5)
+        chunk = "A" * 256 * 1024
+        written = 0
+        while conn.append_now(chunk):  # until the transport is backed up
+            written += 1
+            assert written < 400, "append_now kept writing into a socket nobody reads"
+        assert conn.buffered() > 0 and written > 0
+        await conn.close()

@@ -71,6 +71,7 @@ class _Link:
     task: asyncio.Task[Any] | None = None
     conn: "RealtimeConnection | None" = None
     writer: Writer[ev.ClientCommand] | DirectWriter[ev.ClientCommand] | None = None
+    append: Callable[[str], bool] | None = None  # a direct writer's connection's `append_now`
     closing: bool = field(default=False)
 
 
@@ -271,6 +272,7 @@ class CallBridge:
             if probe is not None:
                 probe.up.sync = True
             link.writer = DirectWriter(send_now, conn.buffered, failed, name=f"{self.info.call_sid}:model-out:{link.n}")
+            link.append = getattr(conn, "append_now", None)
         else:
             send = conn.send if probe is None else probe.up.wrap(conn.send)
             link.writer = Writer(send, failed, name=f"{self.info.call_sid}:model-out:{link.n}", max_queued=MODEL_QUEUE_MAX)
@@ -390,7 +392,9 @@ class CallBridge:
         if audio is None:
             return False
         if audio:
-            link.writer.put(ev.AppendAudio(audio))
+            append = link.append  # at once, or through the writer when the socket is closed or backed up
+            if append is None or not append(audio):
+                link.writer.put(ev.AppendAudio(audio))
         return True
 
     def on_frame(self, event: tel.StreamEvent) -> None:

@@ -316,6 +316,21 @@ class RealtimeConnection:
 
     # -- traffic -------------------------------------------------------------------------------
 
+    def append_now(self, audio_b64: str) -> bool:
+        """An audio append written at once, the steady state's way (`send_now` without a command
+        object). False, with nothing written, when the socket is closed or backed up: then the
+        writer takes the append (`send_now`), which raises or times the stall as for any command."""
+        wire = self._wire
+        if wire.paused or wire.closed:
+            return False
+        self._seq += 1
+        text = self.dialect.append_json(audio_b64, self._seq)
+        wire.transport.send(_TEXT, text.encode())  # type: ignore[union-attr]
+        stats = self.stats
+        stats.events_out += 1
+        stats.bytes_out += len(text)
+        return True
+
     def send_now(self, cmd: ClientCommand) -> None:
         """Encode and write one command at once. Raises RealtimeClosed if the socket is gone.
 
