@@ -55,9 +55,12 @@ class Events:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.seen: list[dict[str, Any]] = []
+        self.texts: list[str] = []  # each event as it came on the wire
 
     async def next(self, timeout: float = 10.0) -> dict[str, Any]:
-        event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        text = await asyncio.wait_for(self.ws.recv(), timeout)
+        self.texts.append(text)
+        event = json.loads(text)
         self.seen.append(event)
         return event
 

@@ -504,3 +504,63 @@ async def test_append_now_writes_the_appends_send_now_would_and_declines_when_ba
             assert written < 400, "append_now kept writing into a socket nobody reads"
         assert conn.buffered() > 0 and written > 0
         await conn.close()
+
+
+def _delta(i: int, compact: bool = True) -> str:
+    body = {"type": "response.output_audio.delta", "event_id": f"e{i}", "response_id": "r1", "item_id": "i1",
+            "output_index": 0, "content_index": 0, "delta": base64.b64encode(bytes([i]) * 8).decode()}
+    return json.dumps(body, separators=(",", ":")) if compact else json.dumps(body, indent=1)
+
+
+async def test_listen_hands_audio_deltas_to_the_audio_function_and_the_declined_ones_as_events_in_order() -> None:
+    """`on_audio` takes compact audio deltas as their fields; a delta it declines, one in another
+    layout, and every other event reach `on_event`, all in the order they came."""
+    async def script(ws: ServerConnection) -> None:
+        await ws.send(json.dumps(SESSION))
+        await ws.recv()  # the client listens
+        for i in range(4):
+            await ws.send(_delta(i))
+        await ws.send(_delta(4, compact=False))
+        await ws.send(json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1, "item_id": "a"}))
+        await ws.send(_delta(5))
+        await ws.close()
+
+    order: list[Any] = []
+
+    def on_audio(response_id: str, item_id: str, audio_b64: str, content_index: int) -> bool:
+        i = base64.b64decode(audio_b64)[0]
+        if i == 2:
+            return False  # e.g. a delta to be timed: it takes the event's way
+        order.append(("audio", response_id, item_id, i, content_index))
+        return True
+
+    async with running(Peer(script)) as peer:
+        conn = await open_conn(peer)
+        listening = asyncio.ensure_future(conn.listen(order.append, on_audio))  # set up before any reply
+        conn.send_now(ev.AppendAudio("AAAA"))
+        await asyncio.wait_for(listening, 5)
+    b64 = lambda i: base64.b64encode(bytes([i]) * 8).decode()  # noqa: E731
+    assert order == [("audio", "r1", "i1", 0, 0), ("audio", "r1", "i1", 1, 0), ev.AudioDelta("r1", "i1", b64(2), 0),
+                     ("audio", "r1", "i1", 3, 0), ev.AudioDelta("r1", "i1", b64(4), 0), ev.SpeechStarted(1, "a"),
+                     ("audio", "r1", "i1", 5, 0)]
+    assert conn.stats.events_in == 8  # session.created and every message after it, however it was taken
+
+
+async def test_listen_raises_what_the_audio_function_raised() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send(json.dumps(SESSION))
+        await ws.recv()  # the client listens
+        await ws.send(_delta(1))
+        await ws.wait_closed()
+
+    def boom(*fields: Any) -> bool:
+        raise ValueError("cannot take audio")
+
+    async with running(Peer(script)) as peer:
+        conn = await open_conn(peer)
+        listening = asyncio.ensure_future(conn.listen(lambda e: None, boom))
+        conn.send_now(ev.AppendAudio("AAAA"))
+        with pytest.raises(ValueError, match="cannot take audio"):
+            await asyncio.wait_for(listening, 5)
+        assert not conn.closed
+        await conn.close()

@@ -13,6 +13,7 @@ from websockets.exceptions import InvalidStatus
 
 from localmodel_helpers import KEY, Events, of_type, speech_bounds_ms, speech_pcm16, speech_ulaw
 from voicegw.localmodel.server import LocalModelServer
+from voicegw.realtime.dialects import GA as GA_DIALECT
 
 PREVIEW = "/openai/realtime?api-version=2024-10-01-preview&deployment=my-realtime"
 GA = "/v1/realtime?model=gpt-realtime"
@@ -150,6 +151,12 @@ async def test_ga_vad_turn_in_mulaw_streams_faster_than_real_time(server: LocalM
     produced_ms = audio_bytes(got, "response.output_audio.delta") / 8
     assert produced_ms > 500
     assert streamed_s < produced_ms / 1000  # paced at 4x: well under the audio's own length
+    # the service's wire shape: compact JSON, `type` then `event_id` first, and audio deltas in the
+    # exact layout a gateway can read without decoding JSON (voicegw's fast path)
+    for text, event in zip(events.texts, events.seen):
+        assert text.startswith('{"type":"' + event["type"] + '","event_id":"') and ", " not in text[:60], text[:80]
+    deltas = [t for t, e in zip(events.texts, events.seen) if e["type"] == "response.output_audio.delta"]
+    assert deltas and all(GA_DIALECT.audio_delta_fields(t) is not None for t in deltas)
 
 
 async def test_cancel_and_cancel_with_nothing_active(server: LocalModelServer) -> None:

@@ -62,27 +62,27 @@ def _decode_strict(b64: str) -> tuple[bytes, str]:
 
 
 class AgentAudio:
-    def _audio_delta(self: CallCore, e: ev.AudioDelta, now: float) -> list[Action]:
+    def _audio_delta(self: CallCore, response_id: str, item_id: str, b64: str, now: float) -> list[Action]:
+        """An audio delta's fields (`ev.AudioDelta`'s), from the live session."""
         r = self.responses
-        if e.response_id in r.stale:
+        if response_id in r.stale:
             return []
-        b64 = e.audio_b64
         raw, problem = _decode_strict(b64)
         if problem:
-            return self._bad_audio(e, problem, now)
-        end = r.produced.get(e.item_id, 0.0) + len(raw) / self._model_bytes_per_ms
-        r.produced[e.item_id] = end
-        if e.response_id in self._capped:
+            return self._bad_audio(item_id, problem, now)
+        end = r.produced.get(item_id, 0.0) + len(raw) / self._model_bytes_per_ms
+        r.produced[item_id] = end
+        if response_id in self._capped:
             return []
         if self._passthrough:
-            return self._emit(e.item_id, b64, end, now, e.response_id)
+            return self._emit(item_id, b64, end, now, response_id)
         try:
             out = self.to_caller.convert(b64, raw)
         except Exception as exc:  # noqa: BLE001 - one delta the converter cannot take costs that delta only
             self.to_caller.reset()
-            return self._bad_audio(e, f"could not be converted ({type(exc).__name__}: {exc})", now)
+            return self._bad_audio(item_id, f"could not be converted ({type(exc).__name__}: {exc})", now)
         # the resampler holds some audio back: what goes out now ends that much earlier
-        return self._emit(e.item_id, out, end - self.to_caller.latency_ms, now, e.response_id)
+        return self._emit(item_id, out, end - self.to_caller.latency_ms, now, response_id)
 
     def _audio_done(self: CallCore, e: ev.AudioDone, now: float) -> list[Action]:
         if e.response_id in self.responses.stale:
@@ -95,15 +95,15 @@ class AgentAudio:
             tail = self.to_caller.flush()
         except Exception as exc:  # noqa: BLE001 - as for a delta: the tail is lost, the session is not
             self.to_caller.reset()
-            return self._bad_audio(e, f"its tail could not be converted ({type(exc).__name__})", now)
+            return self._bad_audio(e.item_id, f"its tail could not be converted ({type(exc).__name__})", now)
         return self._emit(e.item_id, tail, self.responses.produced.get(e.item_id, 0.0), now, e.response_id)
 
-    def _bad_audio(self: CallCore, e: ev.AudioDelta | ev.AudioDone, why: str, now: float) -> list[Action]:
+    def _bad_audio(self: CallCore, item_id: str, why: str, now: float) -> list[Action]:
         self._bad_audio_count += 1
         if self._bad_audio_count > MAX_BAD_AUDIO_LOGS:
             return []
-        return [self._log("error", now, source="model", code="bad_audio", item_id=e.item_id,
-                          message=f"agent audio of item {e.item_id} skipped: {why}"
+        return [self._log("error", now, source="model", code="bad_audio", item_id=item_id,
+                          message=f"agent audio of item {item_id} skipped: {why}"
                           + (" (further bad audio is counted, not logged)"
                              if self._bad_audio_count == MAX_BAD_AUDIO_LOGS else ""))]
 

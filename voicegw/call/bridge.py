@@ -297,12 +297,24 @@ class CallBridge:
                     self._caller_t0 = None
                     probe.down.settle()  # type: ignore[union-attr]
 
+        def on_audio(response_id: str, item_id: str, audio_b64: str, content_index: int) -> bool:
+            """An audio delta's fields, read off the wire: the steady state's way (no event object);
+            False for the deltas `on_event` must take (sampled ones, a response's first audio)."""
+            if probe is not None and not probe.plain_audio():
+                return False
+            acts = core.live_audio(response_id, item_id, audio_b64, self.clock(), n)
+            if acts is None:
+                return False
+            if acts:
+                self._run(acts)  # moves no deadline
+            return True
+
         reason = "closed by the model"
         try:
             self.perform(self.core.on_model(conn.session_created, self.clock(), link.n))
             listen = getattr(conn, "listen", None)
             if listen is not None:  # events handed over as each frame is read: no task switch per event
-                await listen(on_event)
+                await listen(on_event, on_audio)
             else:
                 async for event in conn.events():
                     on_event(event)

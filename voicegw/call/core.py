@@ -166,9 +166,13 @@ class CallCore(CallerAudioIn, BargeIn, ModelSessions, AgentAudio, Transcripts, A
     def on_live_audio(self, e: ev.AudioDelta, now: float, link: int) -> list[Action] | None:
         """`on_model` for an audio delta, when it comes from the live session of a call in progress
         with nothing aside; None otherwise (then `on_model` takes it)."""
+        return self.live_audio(e.response_id, e.item_id, e.audio_b64, now, link)
+
+    def live_audio(self, response_id: str, item_id: str, audio_b64: str, now: float, link: int) -> list[Action] | None:
+        """`on_live_audio` with the delta's fields, read off the wire (no event object)."""
         if self.ended or link != self.link.live or self.asides:
             return None
-        return self._audio_delta(e, now)
+        return self._audio_delta(response_id, item_id, audio_b64, now)
 
     def on_stream(self, e: tel.StreamEvent, now: float) -> list[Action]:
         if self.ended:
@@ -251,7 +255,7 @@ class CallCore(CallerAudioIn, BargeIn, ModelSessions, AgentAudio, Transcripts, A
                 return aside
         kind = type(e)
         if kind is ev.AudioDelta:
-            return self._audio_delta(e, now)  # type: ignore[arg-type]
+            return self._audio_delta(e.response_id, e.item_id, e.audio_b64, now)  # type: ignore[union-attr]
         if kind is ev.TranscriptDelta:
             if e.response_id not in self.responses.stale:  # type: ignore[union-attr]
                 utt = self.responses.utterances.get(e.item_id)  # type: ignore[union-attr]

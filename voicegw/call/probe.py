@@ -85,6 +85,11 @@ class CallProbe:
         self.down: Sampler[str] = Sampler(lambda s: sink.added_latency("to_caller", s), clock, every)
         self._started: dict[str, tuple[float, str]] = {}
 
+    def plain_audio(self) -> bool:
+        """Whether the next audio delta needs nothing of `model_event`: no response awaits its first
+        audio, and the delta is not one to time (counted as `model_event` counts it)."""
+        return not self._started and not self.down.due()
+
     def model_event(self, e: ev.ServerEvent, now: float) -> bool:
         """Note a model event; True when the caller frames it produces should be timed."""
         kind = type(e)

@@ -77,9 +77,11 @@ class RealtimeProtocol:
     # -- I/O-facing API ----------------------------------------------------------------------
 
     def take_events(self) -> list[dict[str, Any]]:
+        """The events to send, each with its `event_id` second, after `type`: the service's key order."""
         out, self._events[:] = list(self._events), []
-        for event in out:
-            event.setdefault("event_id", new_id("event_"))
+        for i, event in enumerate(out):
+            if "event_id" not in event:
+                out[i] = {"type": event.pop("type"), "event_id": new_id("event_"), **event}
         return out
 
     def take_jobs(self) -> list[Job]:

@@ -223,7 +223,8 @@ class _Connection:
             if self.fault is not None and self.fault(event):
                 self.ws.transport.abort()
                 raise ConnectionClosed(None, None)
-            await asyncio.wait_for(self.ws.send(json.dumps(event)), SEND_TIMEOUT_S)
+            text = json.dumps(event, separators=(",", ":"))  # compact, as the service sends
+            await asyncio.wait_for(self.ws.send(text), SEND_TIMEOUT_S)
 
 
 async def serve(host: str, port: int, api_key: str | None) -> None:

@@ -394,10 +394,15 @@ class RealtimeConnection:
             finally:
                 wire.waiter = None
 
-    async def listen(self, on_event: Callable[[ServerEvent], None]) -> None:
+    async def listen(self, on_event: Callable[[ServerEvent], None],
+                     on_audio: Callable[[str, str, str, int], bool] | None = None) -> None:
         """Hand every event to `on_event` as it is read, in the socket's callback, until the socket
         closes: returns on a normal close, raises RealtimeClosed on an abnormal one, and raises what
-        `on_event` raised (later events then wait for `events` or another `listen`)."""
+        `on_event` or `on_audio` raised (later events then wait for `events` or another `listen`).
+
+        `on_audio` takes the audio deltas in the services' compact shape (most events of a call) as
+        their fields -- response_id, item_id, the base64 audio, content_index -- with no event
+        object; those it returns False for reach `on_event` as `AudioDelta`s, in order."""
         wire = self._wire
         inbox = wire.inbox
         while inbox:  # what came before
@@ -410,10 +415,11 @@ class RealtimeConnection:
             return
         wire.listening = asyncio.get_running_loop().create_future()
         wire.handler = on_event
+        wire.audio_handler = on_audio
         try:
             await wire.listening
         finally:
-            wire.handler = None
+            wire.handler = wire.audio_handler = None
             wire.listening = None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

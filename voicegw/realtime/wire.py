@@ -73,6 +73,9 @@ class Wire(WSListener):  # type: ignore[misc]
         self.inbox: deque[ServerEvent] = deque()
         self.waiter: asyncio.Future[None] | None = None  # `next_event` / `events` waiting for the inbox
         self.handler: Callable[[ServerEvent], None] | None = None  # `listen`'s function
+        # `listen`'s function for audio deltas in the services' compact shape, given the delta's
+        # fields (no event object); it returns False for the ones `handler` must take as events
+        self.audio_handler: Callable[[str, str, str, int], bool] | None = None
         self.listening: asyncio.Future[None] | None = None  # resolves when `listen` must return
         self.reading_paused = False
         self.paused = False  # the write buffer is over its high-water mark
@@ -112,6 +115,12 @@ class Wire(WSListener):  # type: ignore[misc]
                 except UnicodeDecodeError:
                     self._deliver(self._counted(Ignored("<invalid utf-8>"), frame.payload_size))
                     return
+                on_audio = self.audio_handler
+                if on_audio is not None:
+                    fields = self._delta_fields(text)  # most events of a call
+                    if fields is not None:
+                        self._audio(on_audio, fields, len(text))
+                        return
                 self._deliver(self._decoded(text))
             elif kind is _BINARY:
                 self._deliver(self._counted(Ignored("<binary>"), frame.payload_size))
@@ -211,15 +220,27 @@ class Wire(WSListener):  # type: ignore[misc]
             return Ignored("<invalid json>")
         return self.decode(msg)
 
+    def _audio(self, on_audio: Callable[[str, str, str, int], bool], fields: tuple[str, str, str, int],
+               size: int) -> None:
+        """An audio delta's fields to `listen`'s audio function; as an event to `handler` if it declines."""
+        stats = self.stats
+        stats.events_in += 1
+        stats.bytes_in += size
+        try:
+            if on_audio(*fields):
+                return
+        except Exception as exc:  # noqa: BLE001 - `listen` raises it, as for `handler`
+            self._handler_failed(exc)
+            return
+        self._deliver(AudioDelta(*fields))
+
     def _deliver(self, event: ServerEvent) -> None:
         handler = self.handler
         if handler is not None:
             try:
                 handler(event)
             except Exception as exc:  # noqa: BLE001 - `listen` raises it, as `async for` would
-                self.handler = None
-                if self.listening is not None and not self.listening.done():
-                    self.listening.set_exception(exc)
+                self._handler_failed(exc)
             return
         self.inbox.append(event)
         if len(self.inbox) >= INBOX_HIGH and not self.reading_paused and self.transport is not None:
@@ -227,6 +248,11 @@ class Wire(WSListener):  # type: ignore[misc]
             with contextlib.suppress(Exception):
                 self.transport.underlying_transport.pause_reading()
         self._wake()
+
+    def _handler_failed(self, exc: Exception) -> None:
+        self.handler = self.audio_handler = None
+        if self.listening is not None and not self.listening.done():
+            self.listening.set_exception(exc)
 
     def _wake(self) -> None:
         waiter = self.waiter
