@@ -1,8 +1,8 @@
 """Every benchmark, then docs/BENCHMARKS.md: `python -m bench.run_all [--quick]` (`make bench`).
 
 Load goes to 127.0.0.1 only, every run is bounded in calls and time, and each gateway process is
-stopped at the end. The full run takes about twenty minutes on a 2-core machine (ten of them the
-memory soak); --quick about four.
+stopped at the end. The full run takes about twenty-five minutes on a 2-core machine (ten of them the
+memory soak); --quick about five.
 It needs two cores: the gateway is pinned to core 0 and the load to core 1.
 """
 from __future__ import annotations
