@@ -29,6 +29,7 @@ from voicegw.sim.playout import Playout
 from voicegw.sim.source import SILENCE_B64, AudioSchedule
 from voicegw.sim.twiml import SimCallError, parse_stream_twiml
 from voicegw.sim.wav import read_wav_pcm16_8k, write_mulaw_wav
+from voicegw.telephony.base import MarkPlayed
 from voicegw.telephony.tokens import (
     StreamTokenError,
     mint_stream_token,
@@ -62,12 +63,15 @@ class Stream:
         self.start = start
         self.sid: str = start["streamSid"]
         self.frames: list[tuple[float, dict]] = []
+        self.texts: list[str] = []  # each frame as it came on the wire
         self.changed = asyncio.Condition()
 
     async def read_all(self) -> None:
         with contextlib.suppress(WebSocketDisconnect):
             while True:
-                msg = json.loads(await self.ws.receive_text())
+                text = await self.ws.receive_text()
+                self.texts.append(text)
+                msg = json.loads(text)
                 async with self.changed:
                     self.frames.append((time.monotonic(), msg))
                     self.changed.notify_all()
@@ -273,6 +277,13 @@ async def test_marks_acked_when_playout_reaches_them() -> None:
     assert result.marks_sent == 2 and result.marks_acked == 2
     assert result.heard_ms == 600 and result.first_audio_ms is not None
     assert len(result.media_times_ms) == 2
+    # Twilio's wire shape: compact JSON, so a gateway's exact-shape fast paths see what Twilio sends
+    codec = TwilioMediaCodec()
+    assert all(", " not in t[:40] and '": ' not in t[:40] for t in stream.texts)
+    marks = [t for t in stream.texts if t.startswith('{"event":"mark"')]
+    assert len(marks) == 2 and [codec.parse(t) for t in marks] == [MarkPlayed("a"), MarkPlayed("b")]
+    media = [t for t in stream.texts if t.startswith('{"event":"media"')]
+    assert media and all(codec.media_payload(t) is not None for t in media)
 
 
 async def test_clear_acks_all_pending_marks_and_records_the_cut() -> None:

@@ -30,6 +30,7 @@ from voicegw.sim.source import FRAME_BYTES, SILENCE_FRAME, AudioSchedule
 from voicegw.sim.twiml import SimCallError, StreamTarget, parse_stream_twiml
 from voicegw.telephony.twilio import sign
 
+COMPACT = (",", ":")  # Twilio sends JSON without spaces
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _MEDIA_PREFIX = '{"event":"media",'
 _PAYLOAD_KEY = '"payload":"'
@@ -106,7 +107,8 @@ class SimulatedCaller:
             raise SimCallError(f"media stream {self.target.url} did not open: {exc}") from None
         self._t0 = self._clock.now()
         try:
-            await self._ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await self._ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"},
+                                           separators=COMPACT))
             # kept: what anyone who captured the stream could replay
             self.start_frame = {"event": "start", "start": {
                 "accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.stream_call_sid,
@@ -353,7 +355,7 @@ class SimulatedCaller:
         assert self._ws is not None
         self._seq += 1
         await self._ws.send(json.dumps({"event": body["event"], "sequenceNumber": str(self._seq),
-                                        "streamSid": self.stream_sid, **body}))
+                                        "streamSid": self.stream_sid, **body}, separators=COMPACT))
 
     def _require_clock(self) -> FrameClock:
         if self._clock is None:
