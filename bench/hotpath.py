@@ -36,6 +36,13 @@ from voicegw.telephony import fastmedia
 from voicegw.telephony.twilio import TwilioMediaCodec
 
 REPEATS = 7
+# a response starts on each call's model link before its audio deltas come
+RESPONSE_START = (
+    '{"type":"response.created","event_id":"e","response":{"id":"resp_1","object":"realtime.response",'
+    '"status":"in_progress","output":[]}}',
+    '{"type":"response.output_item.added","event_id":"e","response_id":"resp_1","output_index":0,"item":{'
+    '"id":"item_1","object":"realtime.item","type":"message","status":"in_progress","role":"assistant",'
+    '"content":[]}}')
 SID = "MZ" + "0" * 32
 
 
@@ -137,11 +144,8 @@ async def measure(mode: str, n: int, calls: int) -> float:
     loaded gateway, where each call's state is touched once per 20 ms between the others')."""
     assembled = [await assemble(mode) for _ in range(calls)]
     for _, _, wire, model_tx, _ in assembled:
-        wire.on_ws_frame(model_tx, Frame('{"type":"response.created","event_id":"e","response":{"id":"resp_1",'
-                                         '"object":"realtime.response","status":"in_progress","output":[]}}'))
-        wire.on_ws_frame(model_tx, Frame('{"type":"response.output_item.added","event_id":"e","response_id":'
-                                         '"resp_1","output_index":0,"item":{"id":"item_1","object":"realtime.item",'
-                                         '"type":"message","status":"in_progress","role":"assistant","content":[]}}'))
+        for text in RESPONSE_START:
+            wire.on_ws_frame(model_tx, Frame(text))
     per_call = n // calls
     media, deltas = frames(mode, per_call)
     ack_head = '{"event":"mark","sequenceNumber":"1","streamSid":"' + SID + '","mark":{"name":"'

@@ -19,14 +19,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench.hotpath import SID, Frame, assemble, frames
+from bench.hotpath import RESPONSE_START, SID, Frame, assemble, frames
 
 RUNS = 11
-START = ('{"type":"response.created","event_id":"e","response":{"id":"resp_1","object":"realtime.response",'
-         '"status":"in_progress","output":[]}}',
-         '{"type":"response.output_item.added","event_id":"e","response_id":"resp_1","output_index":0,"item":{'
-         '"id":"item_1","object":"realtime.item","type":"message","status":"in_progress","role":"assistant",'
-         '"content":[]}}')
 
 
 async def compare(calls: list[Any], play: Callable[[], int], switch: Callable[[bool], None]) -> dict[bool, list[float]]:
@@ -57,7 +52,7 @@ async def main(mode: str, ncalls: int, per_call: int = 40) -> None:
     calls = [await assemble(mode) for _ in range(ncalls)]
     media, deltas = frames(mode, per_call)
     for _, _, wire, model_tx, _ in calls:
-        for text in START:
+        for text in RESPONSE_START:
             wire.on_ws_frame(model_tx, Frame(text))
 
     def caller_frames() -> int:

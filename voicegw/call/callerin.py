@@ -26,32 +26,32 @@ class CallerAudioIn:
         the audio to append on the live session ("" when the resampler holds all of it). None when
         the frame has other effects: then nothing of it was done, and `on_caller_audio` takes it."""
         link = self.link
-        if self.ended or self.gated or not link.ready:
-            return None
-        playout = self.playout
-        if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
+        if self.ended or self.gated or not link.ready or self._chunk_idle(now):
             return None
         link.caller_frame(payload_b64)
         return payload_b64 if self._passthrough else self.to_model.convert(payload_b64)
 
     def on_caller_audio(self: CallCore, e: tel.CallerAudio, now: float) -> list[Action]:
-        """`on_stream` for a caller audio frame."""
-        audio = self.caller_audio(e.payload_b64, now)
-        if audio is not None:
-            return [ToModel(ev.AppendAudio(audio), self.link.live)] if audio else []
-        if self.ended:
-            return []
-        link = self.link
-        if self.gated:
-            acts = []
-        else:
-            link.caller_frame(e.payload_b64)
-            if not link.ready:
-                link.held.append(e.payload_b64)
+        """`on_stream` for a caller audio frame: the steady state's rule, or what else the frame needs."""
+        payload = e.payload_b64
+        audio = self.caller_audio(payload, now)
+        if audio is None:
+            if self.ended:
                 return []
-            audio = e.payload_b64 if self._passthrough else self.to_model.convert(e.payload_b64)
-            acts = [ToModel(ev.AppendAudio(audio), link.live)] if audio else []
+            link = self.link
+            if not self.gated and not link.ready:
+                link.caller_frame(payload)
+                link.held.append(payload)
+                return []
+            # no agent audio for a while: the open chunk's mark goes out now (after the append)
+            marks = self._close_chunk() if self._chunk_idle(now) else []
+            if self.gated:
+                return marks
+            audio = self.caller_audio(payload, now)  # the steady state, now that the chunk is closed
+            return ([ToModel(ev.AppendAudio(audio), link.live)] if audio else []) + marks
+        return [ToModel(ev.AppendAudio(audio), self.link.live)] if audio else []
+
+    def _chunk_idle(self: CallCore, now: float) -> bool:
+        """Agent audio's open playout chunk got no audio for MARK_IDLE_S: its mark is due."""
         playout = self.playout
-        if playout.has_open and now - playout.open_at >= MARK_IDLE_S:
-            acts += self._close_chunk()  # no agent audio for a while: its mark goes out now
-        return acts
+        return playout.has_open and now - playout.open_at >= MARK_IDLE_S
