@@ -1,4 +1,4 @@
-"""Python functions per frame under load: `python -m bench.call_counts MODE CALLS [SECONDS]`.
+"""Python functions per frame under load: `python -m bench.call_counts MODE CALLS [SECONDS [DELTA_MS]]`.
 
 Runs one density level with cProfile switched on in the gateway for the measurement window
 (`BENCH_CPROFILE`, see bench.gw_launch) and prints, per function, the calls per caller frame
@@ -30,7 +30,7 @@ def table(stats_path: Path, frames: float, top: int = 40) -> str:
     return "\n".join(out)
 
 
-async def main(mode: str, calls: int, seconds: float) -> None:
+async def main(mode: str, calls: int, seconds: float, delta_ms: int) -> None:
     out = Path(tempfile.mkdtemp(prefix="voicegw-cprof-")) / "gateway.pstats"
     os.environ["BENCH_CPROFILE"] = str(out)
 
@@ -43,14 +43,14 @@ async def main(mode: str, calls: int, seconds: float) -> None:
                 return
             await asyncio.sleep(0.1)
 
-    [level] = await DensityRun(mode, window_s=seconds, warm_s=2.0, on_window=window).run([calls], set())
+    [level] = await DensityRun(mode, window_s=seconds, warm_s=2.0, on_window=window, delta_ms=delta_ms).run([calls], set())
     frames = calls * 50 * level.window_s
-    print(f"{mode} {calls} calls, {level.window_s:.1f} s profiled: {frames:.0f} caller frames")
+    print(f"{mode} {calls} calls, {delta_ms} ms deltas, {level.window_s:.1f} s profiled: {frames:.0f} caller frames")
     print(table(out, frames))
 
 
 if __name__ == "__main__":
     import uvloop
 
-    args = sys.argv[1:] + [""] * 3
-    uvloop.run(main(args[0], int(args[1]), float(args[2] or 6)))
+    args = sys.argv[1:] + [""] * 4
+    uvloop.run(main(args[0], int(args[1]), float(args[2] or 6), int(args[3] or 20)))

@@ -103,6 +103,7 @@ async def assemble(mode: str) -> tuple[Any, Transport, Wire, Transport, CallBrid
     model_tx, caller_tx = Transport(), Transport()
     wire = Wire(GA, 5.0)
     wire.transport = model_tx  # type: ignore[assignment]
+    wire.writable = True  # what `on_ws_connected` sets
     conn = RealtimeConnection(wire, GA, ev.SessionStarted("sess_1"), url="ws://bench")
 
     async def open_model(timeout_s: float | None) -> RealtimeConnection:

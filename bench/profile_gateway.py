@@ -1,4 +1,4 @@
-"""Profile the gateway under load: `python -m bench.profile_gateway MODE CALLS [SECONDS [asyncio]]`.
+"""Profile the gateway under load: `python -m bench.profile_gateway MODE CALLS [SECONDS [LOOP [DELTA_MS]]]`.
 
 Runs one density level and samples the gateway process with py-spy (`pip install py-spy`)
 during the measurement window, then prints the functions with the most samples, by own time and
@@ -38,7 +38,7 @@ def summarize(raw: Path, top: int = 30) -> str:
     return "\n".join(out)
 
 
-async def main(mode: str, calls: int, seconds: float, loop: str) -> None:
+async def main(mode: str, calls: int, seconds: float, loop: str, delta_ms: int) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = Path(tempfile.mkdtemp(prefix="voicegw-prof-")) / "gateway.txt"
 
@@ -49,9 +49,10 @@ async def main(mode: str, calls: int, seconds: float, loop: str) -> None:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.wait_for(proc.wait(), window_s + 30)
 
-    run = DensityRun(mode, window_s=seconds, warm_s=2.0, on_window=record, loop=loop)
+    run = DensityRun(mode, window_s=seconds, warm_s=2.0, on_window=record, loop=loop,
+                     delta_ms=delta_ms)
     [level] = await run.run([calls], set())
-    print(f"{mode} {calls} calls: gateway {level.gateway_busy:.0%} of a core, "
+    print(f"{mode} {calls} calls, {delta_ms} ms deltas: gateway {level.gateway_busy:.0%} of a core, "
           f"{level.cpu_ms_per_call_s:.2f} ms CPU per call-second")
     print(summarize(out))
 
@@ -59,5 +60,5 @@ async def main(mode: str, calls: int, seconds: float, loop: str) -> None:
 if __name__ == "__main__":
     import uvloop
 
-    args = sys.argv[1:] + [""] * 4
-    uvloop.run(main(args[0], int(args[1]), float(args[2] or 10), args[3] or "default"))
+    args = sys.argv[1:] + [""] * 5
+    uvloop.run(main(args[0], int(args[1]), float(args[2] or 10), args[3] or "default", int(args[4] or 20)))

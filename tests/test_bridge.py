@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from voicegw.call import bridge as bridge_mod
 from voicegw.call.actions import Action, Log, ToCaller, ToModel
 from voicegw.call.bridge import CallBridge
+from voicegw.call.callerin import MARK_IDLE_S
 from voicegw.call.core import CoreOptions
 from voicegw.call.probe import SAMPLE_EVERY
 from voicegw.calllog.entries import CallInfo, CallLogEntry
@@ -297,7 +298,7 @@ class RecordingHooks:
 class Call:
     """One CallBridge wired to the fakes."""
 
-    def __init__(self, tools: FakeTools | None = None) -> None:
+    def __init__(self, tools: FakeTools | None = None, clock: Callable[[], float] | None = None, **options: Any) -> None:
         self.pulse = Pulse()
         self.timeline: list[str] = []
         self.ws = FakeMediaSocket(self.pulse, self.timeline)
@@ -305,10 +306,10 @@ class Call:
         self.sink = RecordingSink(self.pulse)
         self.tools = tools or FakeTools()
         self.hooks = RecordingHooks(self.pulse, self.timeline, self.tools)
-        opts = CoreOptions(session_config=ev.SessionConfig(audio_format="g711_ulaw"), audio_mode="g711_ulaw")
+        opts = CoreOptions(session_config=ev.SessionConfig(audio_format="g711_ulaw"), audio_mode="g711_ulaw", **options)
         info = CallInfo(call_sid=CALL_SID, from_number="+15550001", to_number="+15550002", agent="front")
         self.bridge = CallBridge(info, "front", opts, TwilioMediaCodec(), self.tools, self.sink,  # type: ignore[arg-type]
-                                 self.hooks, self.model.open)  # type: ignore[arg-type]
+                                 self.hooks, self.model.open, **({} if clock is None else {"clock": clock}))  # type: ignore[arg-type]
 
     @property
     def conn(self) -> FakeModelConnection:
@@ -693,23 +694,47 @@ class LatencySamples:
 
 
 async def test_the_caller_lane_writes_steady_state_frames_in_order_and_declines_the_rest() -> None:
-    """`caller_frame` (the media socket's way for a media payload) appends in order on the live
-    session; it declines a frame on hold, which then takes `on_frame` and reaches no model."""
-    call = Call()
+    """The lane (the media socket's way for a media payload) appends in order on the live session.
+    It is re-armed after every call into the core: it declines an outbound call's frames until the
+    answering-machine verdict (they take `on_frame` and reach no model), takes them after a human
+    answered, and declines them again once the call ended."""
+    call = Call(await_answer=True)
     await call.start()
     lane = call.bridge.caller_lane()
     assert lane is not None
+    held = ulaw(99)
+    assert lane(held) is False  # "Hello?" before the verdict
+    call.bridge.on_frame(tel.CallerAudio(held, 20))
+    call.bridge.answered_by("human")
     sent = [ulaw(i) for i in range(5)]
     assert all(lane(p) for p in sent)
     await call.pulse.until(lambda: call.conn.appended() == sent, "the lane's frames appended in order")
-    call.bridge.core.gated = True  # on hold
-    held = ulaw(99)
-    assert lane(held) is False
-    call.bridge.on_frame(tel.CallerAudio(held, 100))
-    call.bridge.core.gated = False
-    assert lane(ulaw(6)) is True
-    await call.pulse.until(lambda: len(call.conn.appended()) == 6, "the next steady frame appended")
-    assert held not in call.conn.appended()
+    call.bridge.telephony_lost("caller_hangup")
+    assert lane(ulaw(6)) is False
+    await call.wait_closed()
+    assert call.model.conns[0].appended() == sent
+
+
+async def test_the_caller_lane_is_rearmed_by_agent_audio_and_leaves_the_due_mark_to_the_core() -> None:
+    """Agent audio opens a playout chunk whose mark falls due after MARK_IDLE_S without audio: the
+    lane takes frames until then and declines the first frame after, which takes `on_frame`; the
+    core sends the mark, and the lane takes the frames after that again."""
+    now = [1000.0]
+    call = Call(clock=lambda: now[0])
+    await call.start()
+    lane = call.bridge.caller_lane()
+    assert lane is not None
+    call.conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message", "assistant"),
+                   ev.AudioDelta("r1", "i1", ulaw(1, 480)))  # 60 ms: under MARK_EVERY_MS, no mark yet
+    await call.pulse.until(lambda: len(call.ws.frames) == 1, "the agent's audio at the caller")
+    assert lane(ulaw(2)) is True
+    now[0] += MARK_IDLE_S
+    idle = ulaw(3)
+    assert lane(idle) is False and call.ws.marks() == []
+    call.bridge.on_frame(tel.CallerAudio(idle, 40))
+    await call.pulse.until(lambda: len(call.ws.marks()) == 1, "the chunk's mark, sent by the core")
+    assert lane(ulaw(4)) is True
+    await call.pulse.until(lambda: call.conn.appended() == [ulaw(2), idle, ulaw(4)], "every frame appended, in order")
     call.bridge.telephony_lost("caller_hangup")
     await call.wait_closed()
 

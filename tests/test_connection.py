@@ -485,6 +485,7 @@ async def test_append_now_writes_the_appends_send_now_would_and_declines_when_ba
     peer = Peer()
     async with running(peer):
         conn = await open_conn(peer)
+        assert_writable_flag(conn, True)
         assert conn.append_now("AAAA") is True
         conn.send_now(ev.AppendAudio("BBBB"))
         assert conn.append_now("CCCC") is True
@@ -493,6 +494,7 @@ async def test_append_now_writes_the_appends_send_now_would_and_declines_when_ba
                        for i, audio in ((1, "AAAA"), (2, "BBBB"), (3, "CCCC"))]
         assert conn.stats.events_out == 3
         await conn.close()
+        assert_writable_flag(conn, False)
         assert conn.append_now("DDDD") is False
     async with deaf_peer() as deaf:
         url = f"ws://127.0.0.1:{deaf.port}/openai/v1/realtime?model=gpt-realtime"
@@ -503,7 +505,14 @@ async def test_append_now_writes_the_appends_send_now_would_and_declines_when_ba
             written += 1
             assert written < 400, "append_now kept writing into a socket nobody reads"
         assert conn.buffered() > 0 and written > 0
+        assert_writable_flag(conn, False)  # backed up
         await conn.close()
+
+
+def assert_writable_flag(conn: RealtimeConnection, expected: bool) -> None:
+    """`Wire.writable`, which `append_now` reads, is `not paused and not closed` at every step."""
+    wire = conn._wire
+    assert wire.writable is (not wire.paused and not wire.closed) is expected
 
 
 def _delta(i: int, compact: bool = True) -> str:

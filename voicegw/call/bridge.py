@@ -26,6 +26,7 @@ from voicegw.call.actions import (
     Action, AsideDone, CancelTools, CloseModel, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel,
     UseAgent,
 )
+from voicegw.call.callerlane import CallerLane
 from voicegw.call.core import CallCore, CoreOptions
 from voicegw.call.probe import CallProbe, LatencySink
 from voicegw.call.writer import DirectWriter, Writer
@@ -121,6 +122,7 @@ class CallBridge:
         # metrics samples (voicegw.call.probe): None costs nothing; `_caller_t0` is set while the
         # frames of a sampled model event are being queued for the caller
         self._probe = CallProbe(latency, clock) if latency is not None else None
+        self._lane = CallerLane(clock, self._probe.up if self._probe is not None else None)
         self._caller_t0: float | None = None
         self._recorder = recorder  # the call's recording (voicegw.recording), None when off
         self._linger_s = 0.0  # after the call: how long the model link may stay for the post-call answer
@@ -147,8 +149,10 @@ class CallBridge:
 
     # ------------------------------------------------------------------------ interpreter
     def perform(self, actions: list[Action]) -> None:
-        """Perform every action, in order. Never awaits, never stops early."""
-        self._run(actions)
+        """After a call into the core: perform every action, in order (never awaits, never stops
+        early), then re-arm the caller lane and the timer for the state the core is now in."""
+        self._act(actions)
+        self._arm()
         # Wake the timer only when the core's next deadline moved earlier than the one it sleeps
         # until: waking it on every frame cost a task switch and a timer per 20 ms of audio.
         due = self.core.next_deadline()
@@ -158,6 +162,23 @@ class CallBridge:
 
     def _run(self, actions: list[Action]) -> None:
         """`perform` without the deadline check: for the core's hot entries, which move none."""
+        self._act(actions)
+        self._arm()
+
+    def _run_audio(self, actions: list[Action]) -> None:
+        """`_run` for a steady-state audio delta (`CallCore.live_audio`), which moves no deadline and
+        changes nothing the caller lane holds but the time its open playout chunk's mark falls due."""
+        self._act(actions)
+        self._lane.retime(self.core)
+
+    def _arm(self) -> None:
+        """The caller lane (voicegw/call/callerlane.py) for the core's state and the live link."""
+        link = self._links.get(self.core.link.live)
+        if link is not None and (link.writer is None or link.closing):
+            link = None
+        self._lane.arm(self.core, link)
+
+    def _act(self, actions: list[Action]) -> None:
         for act in actions:
             kind = type(act)
             try:
@@ -285,17 +306,16 @@ class CallBridge:
             if type(event) is ev.AudioDelta and not timed:
                 acts = core.on_live_audio(event, now, n)  # type: ignore[arg-type]
                 if acts is not None:
-                    if acts:
-                        self._run(acts)  # moves no deadline
+                    self._run_audio(acts)
                     return
             acts = core.on_model(event, now, n)
-            if acts:
-                if timed:
-                    self._caller_t0 = now
+            if not (timed and acts):
                 self.perform(acts)
-                if timed:
-                    self._caller_t0 = None
-                    probe.down.settle()  # type: ignore[union-attr]
+                return
+            self._caller_t0 = now
+            self.perform(acts)
+            self._caller_t0 = None
+            probe.down.settle()  # type: ignore[union-attr]
 
         def on_audio(response_id: str, item_id: str, audio_b64: str, content_index: int) -> bool:
             """An audio delta's fields, read off the wire: the steady state's way (no event object);
@@ -305,8 +325,7 @@ class CallBridge:
             acts = core.live_audio(response_id, item_id, audio_b64, self.clock(), n)
             if acts is None:
                 return False
-            if acts:
-                self._run(acts)  # moves no deadline
+            self._run_audio(acts)
             return True
 
         reason = "closed by the model"
@@ -386,28 +405,10 @@ class CallBridge:
         self.perform(self.core.on_stream(start, self.clock()))
 
     def caller_lane(self) -> Callable[[str], bool] | None:
-        """The steady-state way for caller frames (`caller_frame`), or None when every frame must
-        take `on_frame` (the call is being recorded: the recorder takes each frame with its time)."""
-        return self.caller_frame if self._recorder is None else None
-
-    def caller_frame(self, payload_b64: str) -> bool:
-        """A caller frame's payload (base64 mu-law), in the call's steady state (`CallCore.caller_audio`):
-        its audio written on the live session, with no event or action objects. False when the
-        frame has to take `on_frame`; then nothing of it was done."""
-        link = self._links.get(self.core.link.live)
-        if link is None or link.writer is None or link.closing:
-            return False
-        probe = self._probe
-        if probe is not None and probe.up.due():
-            return False  # a sampled frame is timed on `on_frame`'s way (due until one is tracked)
-        audio = self.core.caller_audio(payload_b64, self.clock())
-        if audio is None:
-            return False
-        if audio:
-            append = link.append  # at once, or through the writer when the socket is closed or backed up
-            if append is None or not append(audio):
-                link.writer.put(ev.AppendAudio(audio))
-        return True
+        """The steady-state way for caller frames' payloads (`CallerLane.take`: True when the frame
+        was appended, False when it must take `on_frame`), or None when every frame must take
+        `on_frame` (the call is being recorded: the recorder takes each frame with its time)."""
+        return self._lane.take if self._recorder is None else None
 
     def on_frame(self, event: tel.StreamEvent) -> None:
         probe = self._probe
@@ -416,15 +417,11 @@ class CallBridge:
                 self._recorder.caller(self.clock(), event.timestamp_ms, event.payload_b64)
             if probe is not None and probe.up.due():
                 return self._on_frame_timed(event, probe)
-            acts = self.core.on_caller_audio(event, self.clock())
-            if acts:
-                self._run(acts)  # a caller frame moves no deadline
+            self._run(self.core.on_caller_audio(event, self.clock()))  # a caller frame moves no deadline
             return
         if probe is not None and probe.up.due():
             return self._on_frame_timed(event, probe)
-        acts = self.core.on_stream(event, self.clock())
-        if acts:
-            self.perform(acts)
+        self.perform(self.core.on_stream(event, self.clock()))
 
     def _on_frame_timed(self, event: tel.StreamEvent, probe: CallProbe) -> None:
         """A sampled frame: the model command it produces is timed until its send completes."""
@@ -433,8 +430,8 @@ class CallBridge:
         for act in acts:
             if type(act) is ToModel:
                 probe.up.track(act.command, t0)  # type: ignore[union-attr]
+        self.perform(acts)
         if acts:
-            self.perform(acts)
             probe.up.settle()
 
     def _caller_failed(self, exc: Exception) -> None:
@@ -454,9 +451,7 @@ class CallBridge:
             self._timer_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=min(delay, 3600.0))
-            acts = self.core.tick(self.clock())
-            if acts:
-                self.perform(acts)
+            self.perform(self.core.tick(self.clock()))
 
     # ------------------------------------------------------------------------ tools, control
     async def _run_tool(self, act: RunTool) -> None:

@@ -5,6 +5,11 @@ hold, the model session up, no agent audio idling with its mark unsent) its only
 append on the live session: `caller_audio` does exactly that and returns the audio, so the I/O
 layer can write it without building action objects. Every other state returns None and the
 frame takes `on_caller_audio`, which handles both; there is one rule for each case, here.
+
+`steady_until` states the steady state as data: until when (absent any other event) a caller
+frame's only effect is to be remembered for replay (`ModelLink.caller_frame`) and appended on
+the live session. The I/O layer reads it after each call into the core and then takes such
+frames without calling in (voicegw/call/callerlane.py); any other event makes it ask again.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ if TYPE_CHECKING:
     from voicegw.telephony import base as tel
 
 MARK_IDLE_S = 0.1  # an open playout chunk that got no audio this long is closed (its mark sent)
+_FOREVER = float("inf")
 
 
 class CallerAudioIn:
@@ -25,10 +31,10 @@ class CallerAudioIn:
         """A caller frame (base64 mu-law) in the steady state: noted for replay and converted; returns
         the audio to append on the live session ("" when the resampler holds all of it). None when
         the frame has other effects: then nothing of it was done, and `on_caller_audio` takes it."""
-        link = self.link
-        if self.ended or self.gated or not link.ready or self._chunk_idle(now):
+        until = self.steady_until()
+        if until is None or now >= until:
             return None
-        link.caller_frame(payload_b64)
+        self.link.caller_frame(payload_b64)
         return payload_b64 if self._passthrough else self.to_model.convert(payload_b64)
 
     def on_caller_audio(self: CallCore, e: tel.CallerAudio, now: float) -> list[Action]:
@@ -51,7 +57,16 @@ class CallerAudioIn:
             return ([ToModel(ev.AppendAudio(audio), link.live)] if audio else []) + marks
         return [ToModel(ev.AppendAudio(audio), self.link.live)] if audio else []
 
+    def steady_until(self: CallCore) -> float | None:
+        """Until when caller frames are in the steady state (`caller_audio`'s rule): None when they
+        are not (ended, held back, no model session up); the time the open playout chunk's mark
+        falls due when agent audio is playing; infinity otherwise."""
+        if self.ended or self.gated or not self.link.ready:
+            return None
+        playout = self.playout
+        return playout.open_at + MARK_IDLE_S if playout.has_open else _FOREVER
+
     def _chunk_idle(self: CallCore, now: float) -> bool:
         """Agent audio's open playout chunk got no audio for MARK_IDLE_S: its mark is due."""
         playout = self.playout
-        return playout.has_open and now - playout.open_at >= MARK_IDLE_S
+        return playout.has_open and now >= playout.open_at + MARK_IDLE_S

@@ -39,7 +39,7 @@ from picows import (
 )
 
 from voicegw.realtime.auth import Auth
-from voicegw.realtime.dialects import Dialect
+from voicegw.realtime.dialects import APPEND_HEAD, Dialect
 from voicegw.realtime.events import AppendAudio, ClientCommand, Ignored, ModelError, ServerEvent, SessionStarted
 from voicegw.realtime.wire import MAX_EVENT_CHARS, MAX_MESSAGE_BYTES, ConnectionStats, RealtimeClosed, Wire
 
@@ -321,10 +321,10 @@ class RealtimeConnection:
         object). False, with nothing written, when the socket is closed or backed up: then the
         writer takes the append (`send_now`), which raises or times the stall as for any command."""
         wire = self._wire
-        if wire.paused or wire.closed:
+        if not wire.writable:  # backed up or closed
             return False
         self._seq += 1
-        text = self.dialect.append_json(audio_b64, self._seq)
+        text = APPEND_HEAD + str(self._seq) + '","audio":"' + audio_b64 + '"}'  # `Dialect.append_json`
         wire.transport.send(_TEXT, text.encode())  # type: ignore[union-attr]
         stats = self.stats
         stats.events_out += 1

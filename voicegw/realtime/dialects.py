@@ -48,6 +48,8 @@ Handler = Callable[[Msg], ServerEvent]
 
 _TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 _GA_CONTENT_RENAMES = {"output_audio": "audio", "output_text": "text"}
+# an audio append's JSON up to its id's number (both dialects): `append_json`, `RealtimeConnection.append_now`
+APPEND_HEAD = '{"type":"input_audio_buffer.append","event_id":"aud_'
 
 
 class MalformedEvent(ValueError):
@@ -435,7 +437,7 @@ class Dialect:
     def append_json(audio_b64: str, seq: int) -> str:
         """An audio append as JSON text, with event_id `aud_<seq>` (the hot path: concatenation only;
         base64 and the id need no escaping). The same in both dialects."""
-        return '{"type":"input_audio_buffer.append","event_id":"aud_' + str(seq) + '","audio":"' + audio_b64 + '"}'
+        return APPEND_HEAD + str(seq) + '","audio":"' + audio_b64 + '"}'
 
     def encode_json(self, cmd: ClientCommand, event_id: str | None = None) -> str:
         """`encode` as JSON text; audio appends are built by concatenation (base64 needs no escaping)."""

@@ -79,6 +79,8 @@ class Wire(WSListener):  # type: ignore[misc]
         self.listening: asyncio.Future[None] | None = None  # resolves when `listen` must return
         self.reading_paused = False
         self.paused = False  # the write buffer is over its high-water mark
+        # `not paused and not closed`, kept as one flag for the steady state's appends (50 a second)
+        self.writable = False
         self.resumed: asyncio.Future[None] | None = None
         self.stall: asyncio.TimerHandle | None = None
         self.stalled = False
@@ -99,6 +101,7 @@ class Wire(WSListener):  # type: ignore[misc]
         if self._drop:
             transport.disconnect(False)
             return
+        self.writable = not self.paused
         # picows keeps why it dropped the connection (a protocol error) for `wait_disconnected`:
         # take it there, or asyncio reports it as never retrieved
         asyncio.ensure_future(transport.wait_disconnected()).add_done_callback(_retrieve)
@@ -134,6 +137,7 @@ class Wire(WSListener):  # type: ignore[misc]
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gone = True
+        self.writable = False
         self._parts.clear()
         if self.stall is not None:
             self.stall.cancel()
@@ -153,9 +157,11 @@ class Wire(WSListener):  # type: ignore[misc]
 
     def pause_writing(self) -> None:
         self.paused = True
+        self.writable = False
 
     def resume_writing(self) -> None:
         self.paused = False
+        self.writable = self.transport is not None and not self.closed
         if self.stall is not None:
             self.stall.cancel()
             self.stall = None
@@ -290,17 +296,20 @@ class Wire(WSListener):  # type: ignore[misc]
         except UnicodeDecodeError:
             reason = ""
         self.rcvd = (code, reason)
+        self.writable = False
         if not transport.is_close_frame_sent:  # answer with its code (1000 for a CLOSE that had none)
             self.send_close(1000 if code == 1005 else code, "")
         transport.disconnect()
 
     def send_close(self, code: int, reason: str) -> None:
+        self.writable = False
         if self.transport is not None and not self.transport.is_close_frame_sent and not self.gone:
             with contextlib.suppress(Exception):
                 self.transport.send_close(WSCloseCode(code), reason.encode()[:120])
 
     def abort(self, why: str | None = None) -> None:
         """Drop the connection without a closing handshake; `why`: the peer stopped reading."""
+        self.writable = False
         if why is not None and not self.gone:
             self.stalled = True
             self._stall_reason = why

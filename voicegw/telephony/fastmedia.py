@@ -166,6 +166,12 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
                 self.transport.underlying_transport.pause_reading()
             return
         self._turn_frames += 1
+        lane = self._lane
+        if lane is not None and text is not None:  # caller audio in the call's steady state (`_handle`'s first case)
+            payload = self._media_payload(text)  # type: ignore[misc]  # set with the lane
+            if payload is not None and lane(payload):
+                self._frames += 1
+                return
         self._handle(call, text, data)
 
     def _next_turn(self) -> None:
