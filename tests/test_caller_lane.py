@@ -40,7 +40,20 @@ class LaneFirst(Timeline):
         self.lane = CallerLane(lambda: self.now, None)
         self.live = SimpleNamespace(append=self._append, writer=None)
         self.taken = 0
+        self._steady_delta = False
         super().__init__(**options)
+
+    def model(self, e: ev.ServerEvent, link: int | None = None) -> list[Action]:
+        """A steady audio delta only re-times the lane, as in the bridge (`CallBridge._run_audio`)."""
+        if type(e) is ev.AudioDelta:
+            acts = self.core.on_live_audio(e, self.now, self.core.link.live if link is None else link)
+            if acts is not None:
+                self._steady_delta = True
+                try:
+                    return self.feed(acts)
+                finally:
+                    self._steady_delta = False
+        return super().model(e, link)
 
     def _append(self, audio: str) -> bool:
         self.actions.append(ToModel(ev.AppendAudio(audio), self.core.link.live))
@@ -48,7 +61,10 @@ class LaneFirst(Timeline):
 
     def feed(self, acts: list[Action]) -> list[Action]:
         out = super().feed(acts)
-        self.lane.arm(self.core, self.live)
+        if self._steady_delta:
+            self.lane.retime()
+        else:
+            self.lane.arm(self.core, self.live)
         return out
 
     def stream(self, e: tel.StreamEvent) -> list[Action]:

@@ -169,7 +169,7 @@ class CallBridge:
         """`_run` for a steady-state audio delta (`CallCore.live_audio`), which moves no deadline and
         changes nothing the caller lane holds but the time its open playout chunk's mark falls due."""
         self._act(actions)
-        self._lane.retime(self.core)
+        self._lane.retime()
 
     def _arm(self) -> None:
         """The caller lane (voicegw/call/callerlane.py) for the core's state and the live link."""

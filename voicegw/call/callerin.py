@@ -20,10 +20,17 @@ from voicegw.realtime import events as ev
 
 if TYPE_CHECKING:
     from voicegw.call.core import CallCore
+    from voicegw.call.playout import Playout
     from voicegw.telephony import base as tel
 
 MARK_IDLE_S = 0.1  # an open playout chunk that got no audio this long is closed (its mark sent)
 _FOREVER = float("inf")
+
+
+def mark_due(playout: Playout) -> float:
+    """When the open playout chunk's mark falls due (MARK_IDLE_S after its last audio); infinity
+    when no chunk is open."""
+    return playout.open_at + MARK_IDLE_S if playout.has_open else _FOREVER
 
 
 class CallerAudioIn:
@@ -63,8 +70,7 @@ class CallerAudioIn:
         falls due when agent audio is playing; infinity otherwise."""
         if self.ended or self.gated or not self.link.ready:
             return None
-        playout = self.playout
-        return playout.open_at + MARK_IDLE_S if playout.has_open else _FOREVER
+        return mark_due(self.playout)
 
     def _chunk_idle(self: CallCore, now: float) -> bool:
         """Agent audio's open playout chunk got no audio for MARK_IDLE_S: its mark is due."""

@@ -18,17 +18,19 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from voicegw.call.callerin import mark_due
 from voicegw.realtime import events as ev
 
 if TYPE_CHECKING:
     from voicegw.call.core import CallCore
+    from voicegw.call.playout import Playout
     from voicegw.call.probe import Sampler
 
 _NEVER = float("-inf")
 
 
 class CallerLane:
-    __slots__ = ("until", "tail", "utterance", "convert", "append", "writer", "sampler", "clock")
+    __slots__ = ("until", "tail", "utterance", "convert", "append", "writer", "sampler", "clock", "playout")
 
     def __init__(self, clock: Callable[[], float], sampler: Sampler[Any] | None) -> None:
         self.until = _NEVER  # frames arriving before this time (on `clock`) are the lane's
@@ -39,6 +41,7 @@ class CallerLane:
         self.writer: Any = None  # the live session's writer (when `append` declines or is None)
         self.sampler = sampler  # the latency probe's caller->model sampler
         self.clock = clock
+        self.playout: Playout | None = None  # the core's, for `retime`
 
     def arm(self, core: CallCore, link: Any) -> None:
         """After a call into `core`: take steady-state frames for `link` (the bridge's live link,
@@ -54,12 +57,13 @@ class CallerLane:
         self.convert = None if core._passthrough else core.to_model.convert
         self.append = link.append
         self.writer = link.writer
+        self.playout = core.playout
 
-    def retime(self, core: CallCore) -> None:
-        """After agent audio in the steady state: an armed lane's `until` moves with the open chunk."""
+    def retime(self) -> None:
+        """After a steady-state audio delta (`CallCore.live_audio`, which changes nothing else the
+        lane depends on): an armed lane's `until` moves with the open chunk's mark."""
         if self.until != _NEVER:
-            until = core.steady_until()
-            self.until = _NEVER if until is None else until
+            self.until = mark_due(self.playout)  # type: ignore[arg-type]  # set with `until`
 
     def take(self, payload_b64: str) -> bool:
         """A caller frame's payload (base64 mu-law): True when it was remembered and appended (as
