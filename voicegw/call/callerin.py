@@ -74,5 +74,4 @@ class CallerAudioIn:
 
     def _chunk_idle(self: CallCore, now: float) -> bool:
         """Agent audio's open playout chunk got no audio for MARK_IDLE_S: its mark is due."""
-        playout = self.playout
-        return playout.has_open and now >= playout.open_at + MARK_IDLE_S
+        return now >= mark_due(self.playout)

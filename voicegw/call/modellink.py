@@ -61,7 +61,8 @@ class ModelLink:
 
     # --- caller audio -----------------------------------------------------------------------
     def caller_frame(self, ulaw_b64: str) -> None:
-        """Remember a frame for replay (hot path: two deque appends)."""
+        """Remember a frame for replay (hot path: two deque appends; the caller lane,
+        voicegw/call/callerlane.py, does the same with the deques it was armed with)."""
         self.tail.append(ulaw_b64)
         if self.speaking:
             self.utterance.append(ulaw_b64)
