@@ -151,8 +151,7 @@ class CallBridge:
     def perform(self, actions: list[Action]) -> None:
         """After a call into the core: perform every action, in order (never awaits, never stops
         early), then re-arm the caller lane and the timer for the state the core is now in."""
-        self._act(actions)
-        self._arm()
+        self._run(actions)
         # Wake the timer only when the core's next deadline moved earlier than the one it sleeps
         # until: waking it on every frame cost a task switch and a timer per 20 ms of audio.
         due = self.core.next_deadline()

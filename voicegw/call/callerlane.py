@@ -71,10 +71,8 @@ class CallerLane:
         if self.clock() >= self.until:
             return False
         sampler = self.sampler
-        if sampler is not None:  # `Sampler.due`, inline
-            sampler.seen += 1
-            if sampler.seen >= sampler.every:
-                return False  # a sampled frame is timed on `on_frame`'s way (due until one is tracked)
+        if sampler is not None and sampler.due():
+            return False  # a sampled frame is timed on `on_frame`'s way (due until one is tracked)
         self.tail.append(payload_b64)
         utterance = self.utterance
         if utterance is not None:

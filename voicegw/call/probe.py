@@ -33,11 +33,11 @@ class LatencySink(Protocol):
 class Sampler(Generic[T]):
     """Times one item in `every` from its arrival to the completion of its send."""
 
-    __slots__ = ("every", "seen", "_item", "_t0", "_clock", "_observe", "sync")
+    __slots__ = ("_every", "_seen", "_item", "_t0", "_clock", "_observe", "sync")
 
     def __init__(self, observe: Callable[[float], None], clock: Callable[[], float], every: int = SAMPLE_EVERY):
-        self.every = every
-        self.seen = 0
+        self._every = every
+        self._seen = 0
         self._item: object = None
         self._t0 = 0.0
         self._clock = clock
@@ -46,12 +46,12 @@ class Sampler(Generic[T]):
 
     def due(self) -> bool:
         """Count an arriving item; True when it should be timed (until one is `track`ed)."""
-        self.seen += 1
-        return self.seen >= self.every
+        self._seen += 1
+        return self._seen >= self._every
 
     def track(self, item: T, t0: float) -> None:
         """`item` (queued on a writer wrapped by `wrap`) arrived at `t0`: time its send."""
-        self.seen = 0
+        self._seen = 0
         self._item = item
         self._t0 = t0
 

@@ -106,22 +106,7 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
         kind = frame.msg_type
         if kind is _TEXT and frame.fin and not self._parts:  # every frame Twilio sends
-            text = frame.get_payload_as_utf8_text()
-            lane = self._lane
-            if lane is not None and not self._backlog:
-                # caller audio in the call's steady state, 50 frames a second: `_message` and
-                # `_handle`'s first case in one function (each call and attribute counts here)
-                turn = int(self._loop.time() * 1000.0)
-                if turn != self._turn:
-                    self._turn = turn
-                    self._turn_frames = 0
-                if self._turn_frames < BURST_FRAMES:
-                    payload = self._media_payload(text)  # type: ignore[misc]  # set with the lane
-                    if payload is not None and lane(payload):
-                        self._turn_frames += 1
-                        self._frames += 1
-                        return
-            self._message(text, None)
+            self._message(frame.get_payload_as_utf8_text(), None)
             return
         if kind is _TEXT or kind is _BINARY or kind is _CONT:
             if not frame.fin or self._parts:
