@@ -298,7 +298,7 @@ def test_resources_and_workers_fit_the_pod() -> None:
     for side in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(res[side]), f"resources.{side} needs cpu and memory"
     env = container_env(c)
-    # unset, workers would follow the node's cores, not the pod's
+    # set explicitly: the cgroup-derived default depends on the runtime's cgroup layout
     workers = int(env["VOICEGW_WORKERS"] or 0)
     assert 1 <= workers <= cores(res["limits"]["cpu"]), "VOICEGW_WORKERS must match the pod's cores"
     assert int(env["VOICEGW_MAX_CALLS"] or 0) >= 1

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (env VOICEGW_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (env VOICEGW_PORT, default 8080)")
     p.add_argument("--dev", action="store_true", help="dev mode: unsigned webhooks, localhost console (env VOICEGW_DEV_MODE)")
-    p.add_argument("--workers", type=int, help="worker processes (env VOICEGW_WORKERS, default: the number of cores)")
+    p.add_argument("--workers", type=int, help="worker processes (env VOICEGW_WORKERS, default: the CPUs this process may use)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a routing or agent file and print a summary")

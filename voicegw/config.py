@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from voicegw.cpus import usable_cpus
 from voicegw.realtime.events import SessionConfig, ToolDecl, TurnDetection
 from voicegw.yamlsrc import ConfigError, Locator, load_yaml, validation_error
 
@@ -391,7 +392,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed
     model_session_max: float | None = None  # None: the service's documented lifetime for the dialect
     model_connect_budget: float = 4.0  # the whole time to a usable model session, retries included
-    workers: int = 1  # worker processes (`serve --workers`; VOICEGW_WORKERS, default: the number of cores)
+    workers: int = 1  # worker processes (`serve --workers`; VOICEGW_WORKERS, default: the CPUs it may use, voicegw.cpus)
     max_calls: int = 50  # per worker process, pre-warms included: the measured capacity of one core
     overflow_number: str | None = None  # where callers go when the gateway is full or draining
     drain_timeout: float = 900.0  # on SIGTERM/SIGINT, how long live calls may go on
@@ -451,7 +452,7 @@ class Settings:
             trusted_proxies=_networks(env, "VOICEGW_TRUSTED_PROXIES"),
             model_session_max=_duration(env, "VOICEGW_MODEL_SESSION_MAX", None),
             model_connect_budget=_duration(env, "VOICEGW_MODEL_CONNECT_BUDGET", 4.0) or 4.0,
-            workers=_positive(env, "VOICEGW_WORKERS", os.cpu_count() or 1),
+            workers=_positive(env, "VOICEGW_WORKERS", usable_cpus()),
             max_calls=_positive(env, "VOICEGW_MAX_CALLS", 50),
             overflow_number=_phone(env, "VOICEGW_OVERFLOW_NUMBER"),
             drain_timeout=_duration(env, "VOICEGW_DRAIN_TIMEOUT", 900.0) or 900.0,
