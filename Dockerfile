@@ -3,7 +3,8 @@
 # environment at run time; none is written into the image.
 FROM python:3.11-slim AS build
 WORKDIR /src
-# a C compiler for the resampler's filter (voicegw/audio/_fir.c); the final image gets the wheel only
+# a C compiler for the compiled parts (setup.py: voicegw/audio/_fir.c, voicegw/_fastwire.c); the
+# final image gets the wheel only
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py README.md ./
 COPY voicegw ./voicegw

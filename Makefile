@@ -10,10 +10,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# a C compiler builds the resampler's filter (voicegw/audio/_fir.c); without one, numpy does it
-$(STAMP): pyproject.toml setup.py voicegw/audio/_fir.c | $(BIN)/python
+# a C compiler builds the resampler's filter (voicegw/audio/_fir.c) and the caller frame's helpers
+# (voicegw/_fastwire.c); without one, their Python references run
+$(STAMP): pyproject.toml setup.py voicegw/audio/_fir.c voicegw/_fastwire.c | $(BIN)/python
 	@command -v cc >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-		apt-get install -y -q gcc libc6-dev >/dev/null) || echo "no C compiler: the resampler runs on numpy"
+		apt-get install -y -q gcc libc6-dev >/dev/null) || echo "no C compiler: the resampler runs on numpy, caller frames on the Python references"
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $(STAMP)

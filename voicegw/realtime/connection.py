@@ -39,7 +39,7 @@ from picows import (
 )
 
 from voicegw.realtime.auth import Auth
-from voicegw.realtime.dialects import APPEND_HEAD, Dialect
+from voicegw.realtime.dialects import APPEND_HEAD, Dialect, append_message
 from voicegw.realtime.events import AppendAudio, ClientCommand, Ignored, ModelError, ServerEvent, SessionStarted
 from voicegw.realtime.wire import MAX_EVENT_CHARS, MAX_MESSAGE_BYTES, ConnectionStats, RealtimeClosed, Wire
 
@@ -324,11 +324,11 @@ class RealtimeConnection:
         if not wire.writable:  # backed up or closed
             return False
         self._seq += 1
-        text = APPEND_HEAD + str(self._seq) + '","audio":"' + audio_b64 + '"}'  # `Dialect.append_json`
-        wire.transport.send(_TEXT, text.encode())  # type: ignore[union-attr]
+        data = append_message(APPEND_HEAD, self._seq, audio_b64)  # `Dialect.append_json`, encoded
+        wire.transport.send(_TEXT, data)  # type: ignore[union-attr]
         stats = self.stats
         stats.events_out += 1
-        stats.bytes_out += len(text)
+        stats.bytes_out += len(data)
         return True
 
     def send_now(self, cmd: ClientCommand) -> None:

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any, Callable
 
+from voicegw.compiled import fastwire as _fastwire
 from voicegw.realtime.events import (
     AddAssistantText, AddFunctionCall, AddFunctionOutput, AddUserAudio, AddUserText, AppendAudio, AudioDelta, AudioDone, CancelResponse, ClearAudio,
     ClientCommand, CommitAudio, CreateResponse, DeleteItem, FunctionCall, Ignored, InputCleared,
@@ -50,6 +52,16 @@ _TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 _GA_CONTENT_RENAMES = {"output_audio": "audio", "output_text": "text"}
 # an audio append's JSON up to its id's number (both dialects): `append_json`, `RealtimeConnection.append_now`
 APPEND_HEAD = '{"type":"input_audio_buffer.append","event_id":"aud_'
+
+
+def _append_message(head: str, seq: int, audio_b64: str) -> bytes:
+    """`Dialect.append_json` with `head` as UTF-8 bytes, ready for the socket (the reference for
+    `voicegw._fastwire.append_message`, which builds it in one buffer)."""
+    return (head + str(seq) + '","audio":"' + audio_b64 + '"}').encode()
+
+
+append_message: Callable[[str, int, str], bytes] = \
+    _fastwire.append_message if _fastwire is not None else _append_message
 
 
 class MalformedEvent(ValueError):
@@ -383,12 +395,15 @@ class Dialect:
             r'\{"type": ?"' + re.escape(delta_type) + r'", ?"event_id": ?"[^"\\\x00-\x1f]*", ?"response_id": ?'
             r'"([^"\\\x00-\x1f]*)", ?"item_id": ?"([^"\\\x00-\x1f]*)", ?"output_index": ?\d{1,9}, ?"content_index": ?(\d{1,9}), ?'
             r'"delta": ?"(.*)"\}', re.DOTALL).fullmatch
+        # the fields of an audio delta: `pattern_fields`, read in C for ASCII text when it was built
+        self.audio_delta_fields: Callable[[str], tuple[str, str, str, int] | None] = \
+            self.pattern_fields if _fastwire is None else partial(_fastwire.delta_fields, delta_type, self.pattern_fields)
         self._text_part = text_part
         self._handlers = handlers
         self._session = session
         self._modalities = modalities
 
-    def audio_delta_fields(self, text: str) -> tuple[str, str, str, int] | None:
+    def pattern_fields(self, text: str) -> tuple[str, str, str, int] | None:
         """(response_id, item_id, delta, content_index), the fields of `AudioDelta`, of this
         dialect's audio delta in the services' compact shape and key order, read off the wire text
         without JSON decoding; None for anything else, which is then decoded in full. Every delta
