@@ -75,6 +75,10 @@ class _Link:
     append: Callable[[str], bool] | None = None  # a direct writer's connection's `append_now`
     closing: bool = field(default=False)
 
+    def writable(self) -> bool:
+        """Commands can be written: the session is open and not being closed."""
+        return self.writer is not None and not self.closing
+
 
 def _no_stream(payload_b64: str) -> str:
     raise RuntimeError("no media stream is attached")
@@ -173,7 +177,7 @@ class CallBridge:
     def _arm(self) -> None:
         """The caller lane (voicegw/call/callerlane.py) for the core's state and the live link."""
         link = self._links.get(self.core.link.live)
-        if link is not None and (link.writer is None or link.closing):
+        if link is not None and not link.writable():
             link = None
         self._lane.arm(self.core, link)
 
@@ -183,7 +187,7 @@ class CallBridge:
             try:
                 if kind is ToModel:
                     link = self._links.get(act.link)  # type: ignore[union-attr]
-                    if link is not None and link.writer is not None and not link.closing:
+                    if link is not None and link.writable():
                         link.writer.put(act.command)  # type: ignore[union-attr]
                     else:
                         self._dropped(act)  # type: ignore[arg-type]

@@ -2,9 +2,8 @@
 
 A caller frame arrives 50 times a second per call. In the call's steady state (answered, off
 hold, the model session up, no agent audio idling with its mark unsent) its only effect is an
-append on the live session: `caller_audio` does exactly that and returns the audio, so the I/O
-layer can write it without building action objects. Every other state returns None and the
-frame takes `on_caller_audio`, which handles both; there is one rule for each case, here.
+append on the live session: `caller_audio` does exactly that and returns the audio. Every other
+state returns None, and `on_caller_audio` handles it; there is one rule for each case, here.
 
 `steady_until` states the steady state as data: until when (absent any other event) a caller
 frame's only effect is to be remembered for replay (`ModelLink.caller_frame`) and appended on

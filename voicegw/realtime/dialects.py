@@ -54,10 +54,15 @@ _GA_CONTENT_RENAMES = {"output_audio": "audio", "output_text": "text"}
 APPEND_HEAD = '{"type":"input_audio_buffer.append","event_id":"aud_'
 
 
+def _append_text(head: str, seq: int, audio_b64: str) -> str:
+    """An audio append as JSON text (concatenation only: base64 and the id need no escaping)."""
+    return head + str(seq) + '","audio":"' + audio_b64 + '"}'
+
+
 def _append_message(head: str, seq: int, audio_b64: str) -> bytes:
-    """`Dialect.append_json` with `head` as UTF-8 bytes, ready for the socket (the reference for
+    """`_append_text` as UTF-8 bytes, ready for the socket (the reference for
     `voicegw._fastwire.append_message`, which builds it in one buffer)."""
-    return (head + str(seq) + '","audio":"' + audio_b64 + '"}').encode()
+    return _append_text(head, seq, audio_b64).encode()
 
 
 append_message: Callable[[str, int, str], bytes] = \
@@ -450,9 +455,9 @@ class Dialect:
 
     @staticmethod
     def append_json(audio_b64: str, seq: int) -> str:
-        """An audio append as JSON text, with event_id `aud_<seq>` (the hot path: concatenation only;
-        base64 and the id need no escaping). The same in both dialects."""
-        return APPEND_HEAD + str(seq) + '","audio":"' + audio_b64 + '"}'
+        """An audio append as JSON text, with event_id `aud_<seq>`; the same in both dialects (the
+        steady state writes the same message as bytes: `append_message`)."""
+        return _append_text(APPEND_HEAD, seq, audio_b64)
 
     def encode_json(self, cmd: ClientCommand, event_id: str | None = None) -> str:
         """`encode` as JSON text; audio appends are built by concatenation (base64 needs no escaping)."""

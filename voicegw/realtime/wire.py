@@ -118,13 +118,12 @@ class Wire(WSListener):  # type: ignore[misc]
                 except UnicodeDecodeError:
                     self._deliver(self._counted(Ignored("<invalid utf-8>"), frame.payload_size))
                     return
+                fields = self._delta_fields(text)  # most events of a call: no JSON decoding
                 on_audio = self.audio_handler
-                if on_audio is not None:
-                    fields = self._delta_fields(text)  # most events of a call
-                    if fields is not None:
-                        self._audio(on_audio, fields, len(text))
-                        return
-                self._deliver(self._decoded(text))
+                if fields is not None and on_audio is not None:
+                    self._audio(on_audio, fields, len(text))
+                    return
+                self._deliver(self._event(text, fields))
             elif kind is _BINARY:
                 self._deliver(self._counted(Ignored("<binary>"), frame.payload_size))
             elif kind is _CLOSE:
@@ -213,10 +212,13 @@ class Wire(WSListener):  # type: ignore[misc]
         return self._counted(Ignored("<oversized>"), size)
 
     def _decoded(self, text: str) -> ServerEvent:
+        return self._event(text, self._delta_fields(text))
+
+    def _event(self, text: str, delta: tuple[str, str, str, int] | None) -> ServerEvent:
+        """The event `text` is, given its audio delta fields (`_delta_fields(text)`)."""
         stats = self.stats
         stats.events_in += 1
         stats.bytes_in += len(text)
-        delta = self._delta_fields(text)  # most events of a call: no JSON decoding
         if delta is not None:
             return AudioDelta(*delta)
         try:
