@@ -4,8 +4,7 @@
  * (the low-pass scaled by 2**24, set once from Python) and double accumulators whose every
  * product and partial sum is an integer below 2**53 (exact, in any order), then rounding to
  * nearest with ties to even (numpy's rint) and clipping to int16. The loops run over the outputs
- * innermost, so the compiler vectorises them. The functions are stateless: the caller keeps the
- * history (int16 samples) and the delay bookkeeping.
+ * innermost, so the compiler vectorises them. A Stream (below) keeps one direction's state.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -79,28 +78,6 @@ CLONES static void fir_add(const double *x, Py_ssize_t k, const double *c, int t
     }
 }
 
-/* history + x as one array of doubles, with room for `extra` accumulators after it (the caller
- * frees it) */
-static double *joined(const Py_buffer *hist, const Py_buffer *x, Py_ssize_t *n, Py_ssize_t extra) {
-    Py_ssize_t nh = hist->len / 2, nx = x->len / 2;
-    double *buf = PyMem_Malloc((size_t)(nh + nx + extra + 1) * sizeof(double));
-    if (buf == NULL) return NULL;
-    const int16_t *h = hist->buf, *v = x->buf;
-    for (Py_ssize_t i = 0; i < nh; i++) buf[i] = h[i];
-    for (Py_ssize_t i = 0; i < nx; i++) buf[nh + i] = v[i];
-    *n = nh + nx;
-    return buf;
-}
-
-/* the last `keep` samples of buf as int16 bytes (the next call's history) */
-static PyObject *tail(const double *buf, Py_ssize_t n, Py_ssize_t keep) {
-    PyObject *out = PyBytes_FromStringAndSize(NULL, keep * 2);
-    if (out == NULL) return NULL;
-    int16_t *o = (int16_t *)PyBytes_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < keep; i++) o[i] = (int16_t)buf[n - keep + i];
-    return out;
-}
-
 /* upsampling: 3 * nx outputs, interleaved (z[3q], z[3q + 1], z[3q + 2]), into `out`; `scratch`
  * holds 3 * nx more */
 static void up_all(const double *buf, Py_ssize_t nx, double *scratch, double *out) {
@@ -121,58 +98,352 @@ static void down_all(const double *buf, Py_ssize_t n, Py_ssize_t k, Py_ssize_t l
         fir_add(xp + p * len, k, down_h + p, (DOWN_TAPS - p + FACTOR - 1) / FACTOR, FACTOR, out);
 }
 
-/* (history, x) -> (int16 outputs, new history), either way */
-CLONES static PyObject *run(PyObject *args, int up) {
-    Py_buffer hist, x;
-    if (!ready) {
-        PyErr_SetString(PyExc_RuntimeError, "set_coefficients first");
+/* ------------------------------------------------------------------------------------------
+ * Stream: one direction of one call's resampler, its state kept here (what StreamResampler keeps
+ * in Python on the numpy path): the history as doubles, the pre-ringing still to drop, the samples
+ * taken and given, and the odd byte a model delta may end with. Besides the resampler's own
+ * methods it has the two conversions the call makes per message, each one C call from the
+ * Python that asks for it (base64 by pybase64's functions, set once with the mu-law tables):
+ *   caller_b64(ulaw_b64) -> pcm16 24 kHz base64     (8 kHz -> 24 kHz streams)
+ *   model_b64(b64, raw=None) -> ulaw 8 kHz base64   (24 kHz -> 8 kHz streams)
+ * with the same results as voicegw.audio.transcode's Python references of them.
+ */
+
+#define HIST_MAX DOWN_TAPS  /* down keeps 118-120 samples once it has output, 60 before; up 40 */
+#define DELAY ((DOWN_TAPS - 1) / 2)
+
+typedef struct {
+    PyObject_HEAD
+    int up;
+    int carry;  /* a model delta's trailing odd byte, or -1 */
+    Py_ssize_t nhist;
+    long long skip, n_in, n_out;
+    double hist[HIST_MAX];
+} Stream;
+
+static int16_t ulaw_lin[256];           /* audioop.ulaw2lin of each byte */
+static uint8_t lin_ulaw[65536 >> 2];    /* audioop.lin2ulaw of (sample >> 2), offset by 8192 */
+static PyObject *b64decode = NULL, *b64encode = NULL;
+
+static void stream_reset(Stream *s) {
+    s->nhist = s->up ? UP_HIST : DELAY;  /* down: the window of output 0 starts at x[-60] */
+    memset(s->hist, 0, sizeof(s->hist));
+    s->skip = s->up ? DELAY : 0;  /* raw outputs before time 0: the filter's pre-ringing */
+    s->n_in = s->n_out = 0;
+    s->carry = -1;
+}
+
+/* One piece of a stream: the history, then `nx` new samples the caller writes at `x`. */
+typedef struct {
+    double *mem, *x, *acc;
+    Py_ssize_t nx, k;
+} Work;
+
+static int work_open(Stream *s, Py_ssize_t nx, Work *w) {
+    Py_ssize_t n = s->nhist + nx, extra;
+    if (s->up) {
+        extra = 6 * nx;
+    } else {
+        Py_ssize_t len = n / FACTOR + 1;
+        extra = FACTOR * len + (n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0);
+    }
+    w->mem = PyMem_Malloc((size_t)(n + extra + 1) * sizeof(double));
+    if (w->mem == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(w->mem, s->hist, (size_t)s->nhist * sizeof(double));
+    w->x = w->mem + s->nhist;
+    w->nx = nx;
+    return 0;
+}
+
+/* Filter the piece; keep the new history; `acc` and `k`: the outputs past the pre-ringing. */
+CLONES static void work_run(Stream *s, Work *w) {
+    double *buf = w->mem;
+    Py_ssize_t nx = w->nx, n = s->nhist + nx, k, keep;
+    double *scratch = buf + n + 1, *acc;
+    if (s->up) {
+        k = FACTOR * nx;
+        acc = scratch + FACTOR * nx;
+        up_all(buf, nx, scratch, acc);
+        keep = UP_HIST;
+    } else {
+        Py_ssize_t len = n / FACTOR + 1;
+        k = n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0;
+        acc = scratch + FACTOR * len;
+        down_all(buf, n, k, len, scratch, acc);
+        keep = n - FACTOR * k;
+    }
+    memmove(s->hist, buf + n - keep, (size_t)keep * sizeof(double));
+    s->nhist = keep;
+    Py_ssize_t drop = s->skip < k ? (Py_ssize_t)s->skip : k;
+    s->skip -= drop;
+    s->n_in += nx;
+    s->n_out += k - drop;
+    w->acc = acc + drop;
+    w->k = k - drop;
+}
+
+CLONES static void emit_pcm16(const double *acc, Py_ssize_t k, int16_t *o) {
+    for (Py_ssize_t m = 0; m < k; m++) o[m] = to_pcm16(acc[m]);
+}
+
+CLONES static void emit_ulaw(const double *acc, Py_ssize_t k, uint8_t *o) {
+    for (Py_ssize_t m = 0; m < k; m++) o[m] = lin_ulaw[(to_pcm16(acc[m]) >> 2) + 8192];
+}
+
+/* the piece's outputs as int16 bytes */
+static PyObject *work_pcm16(Stream *s, Work *w) {
+    work_run(s, w);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, w->k * 2);
+    if (out != NULL) emit_pcm16(w->acc, w->k, (int16_t *)PyBytes_AS_STRING(out));
+    PyMem_Free(w->mem);
+    return out;
+}
+
+static int check_ready(void) {
+    if (!ready) PyErr_SetString(PyExc_RuntimeError, "set_coefficients first");
+    return ready;
+}
+
+static int check_codec(Stream *s, int up) {
+    if (b64decode == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_codec first");
+        return 0;
+    }
+    if (s->up != up) {
+        PyErr_SetString(PyExc_TypeError, up ? "caller_b64 needs an 8 kHz -> 24 kHz stream"
+                                            : "model_b64 needs a 24 kHz -> 8 kHz stream");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *empty_str(void) { return PyUnicode_New(0, 0); }
+
+static PyObject *Stream_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    int up;
+    static char *names[] = {"up", NULL};
+    if (!check_ready() || !PyArg_ParseTupleAndKeywords(args, kw, "p", names, &up)) return NULL;
+    Stream *s = (Stream *)type->tp_alloc(type, 0);
+    if (s != NULL) {
+        s->up = up;
+        stream_reset(s);
+    }
+    return (PyObject *)s;
+}
+
+/* process(pcm16) -> pcm16: the next piece of the stream, whole int16 samples */
+static PyObject *Stream_process(Stream *s, PyObject *arg) {
+    Py_buffer x;
+    if (PyObject_GetBuffer(arg, &x, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = NULL;
+    Work w;
+    if (x.len & 1)
+        PyErr_Format(PyExc_ValueError, "PCM16 input must hold whole samples, got %zd bytes", x.len);
+    else if (x.len == 0)
+        out = PyBytes_FromStringAndSize(NULL, 0);
+    else if (work_open(s, x.len / 2, &w) == 0) {
+        const uint8_t *b = x.buf;
+        for (Py_ssize_t i = 0; i < w.nx; i++) {
+            int16_t v;
+            memcpy(&v, b + 2 * i, 2);
+            w.x[i] = v;
+        }
+        out = work_pcm16(s, &w);
+    }
+    PyBuffer_Release(&x);
+    return out;
+}
+
+/* flush() -> pcm16: what the filter holds, then a fresh stream (and no carried byte) */
+static PyObject *Stream_flush(Stream *s, PyObject *unused) {
+    long long target = s->up ? s->n_in * FACTOR : (s->n_in + FACTOR - 1) / FACTOR, done = s->n_out;
+    PyObject *out;
+    Work w;
+    if (s->n_in == 0) {
+        out = PyBytes_FromStringAndSize(NULL, 0);
+    } else if (work_open(s, s->up ? (DELAY + FACTOR - 1) / FACTOR : DELAY + FACTOR - 1, &w) < 0) {
+        return NULL;
+    } else {
+        memset(w.x, 0, (size_t)w.nx * sizeof(double));
+        out = work_pcm16(s, &w);
+        if (out != NULL && PyBytes_GET_SIZE(out) > 2 * (target - done))
+            _PyBytes_Resize(&out, 2 * (target - done));
+    }
+    stream_reset(s);
+    return out;
+}
+
+static PyObject *Stream_reset(Stream *s, PyObject *unused) {
+    stream_reset(s);
+    Py_RETURN_NONE;
+}
+
+/* caller_b64(ulaw_b64) -> str: a caller frame (8 kHz mu-law, base64) as 24 kHz PCM16 base64, ""
+ * while the filter's look-ahead holds it all */
+static PyObject *Stream_caller_b64(Stream *s, PyObject *text) {
+    if (!check_codec(s, 1)) return NULL;
+    PyObject *raw = PyObject_CallOneArg(b64decode, text);
+    if (raw == NULL) return NULL;
+    if (!PyBytes_Check(raw)) {
+        Py_DECREF(raw);
+        PyErr_SetString(PyExc_TypeError, "b64decode must return bytes");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*y*", &hist, &x)) return NULL;
-    PyObject *result = NULL;
-    if ((hist.len & 1) || (x.len & 1) || (up && hist.len != UP_HIST * 2)) {
-        PyErr_SetString(PyExc_ValueError, "whole int16 samples (and 40 of history to upsample)");
-        goto done;
+    Py_ssize_t nx = PyBytes_GET_SIZE(raw);
+    PyObject *pcm = NULL, *out = NULL;
+    Work w;
+    if (nx == 0) {
+        Py_DECREF(raw);
+        return empty_str();
     }
-    Py_ssize_t n, nx = x.len / 2, len = (hist.len / 2 + nx) / FACTOR + 1;  /* down: samples per phase */
-    Py_ssize_t k = up ? FACTOR * nx : (hist.len / 2 + nx >= DOWN_TAPS ? (hist.len / 2 + nx - DOWN_TAPS) / FACTOR + 1 : 0);
-    double *buf = joined(&hist, &x, &n, up ? 6 * nx : FACTOR * len + k);
-    if (buf == NULL) {
-        PyErr_NoMemory();
-        goto done;
+    if (work_open(s, nx, &w) == 0) {
+        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(raw);
+        for (Py_ssize_t i = 0; i < nx; i++) w.x[i] = ulaw_lin[b[i]];
+        pcm = work_pcm16(s, &w);
     }
-    double *scratch = buf + n + 1, *acc = scratch + (up ? FACTOR * nx : FACTOR * len);
-    if (up)
-        up_all(buf, nx, scratch, acc);
-    else
-        down_all(buf, n, k, len, scratch, acc);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, k * 2);
-    PyObject *hist_out = out != NULL ? tail(buf, n, up ? UP_HIST : n - FACTOR * k) : NULL;
-    if (hist_out != NULL) {
-        int16_t *o = (int16_t *)PyBytes_AS_STRING(out);
-        for (Py_ssize_t m = 0; m < k; m++) o[m] = to_pcm16(acc[m]);
-        result = PyTuple_Pack(2, out, hist_out);
+    Py_DECREF(raw);
+    if (pcm == NULL) return NULL;
+    out = PyBytes_GET_SIZE(pcm) ? PyObject_CallOneArg(b64encode, pcm) : empty_str();
+    Py_DECREF(pcm);
+    return out;
+}
+
+/* model_b64(b64, raw=None) -> str: a model audio delta (24 kHz PCM16, base64; `raw`: its bytes
+ * when already decoded) as 8 kHz mu-law base64, "" when nothing is due; an odd last byte is kept
+ * for the next delta */
+static PyObject *Stream_model_b64(Stream *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "model_b64(b64, raw=None)");
+        return NULL;
     }
-    Py_XDECREF(out);
-    Py_XDECREF(hist_out);
-    PyMem_Free(buf);
-done:
-    PyBuffer_Release(&hist);
+    if (!check_codec(s, 0)) return NULL;
+    PyObject *raw = nargs == 2 && args[1] != Py_None ? Py_NewRef(args[1]) : PyObject_CallOneArg(b64decode, args[0]);
+    if (raw == NULL) return NULL;
+    Py_buffer x;
+    if (PyObject_GetBuffer(raw, &x, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(raw);
+        return NULL;
+    }
+    const uint8_t *b = x.buf;
+    Py_ssize_t len = x.len, total = len + (s->carry >= 0), nx = total / 2;
+    PyObject *out = NULL;
+    Work w;
+    if (nx == 0) {  /* nothing, or the one byte of half a sample */
+        if (len) s->carry = b[0];
+        out = empty_str();
+    } else if (work_open(s, nx, &w) == 0) {
+        Py_ssize_t i = 0;
+        if (s->carry >= 0) {  /* little-endian: the carried byte is the low one */
+            w.x[i++] = (int16_t)(uint16_t)(s->carry | b[0] << 8);
+            b++;
+        }
+        for (; i < nx; i++, b += 2) {
+            int16_t v;
+            memcpy(&v, b, 2);
+            w.x[i] = v;
+        }
+        s->carry = total & 1 ? *b : -1;
+        work_run(s, &w);
+        PyObject *ulaw = PyBytes_FromStringAndSize(NULL, w.k);
+        if (ulaw != NULL) {
+            emit_ulaw(w.acc, w.k, (uint8_t *)PyBytes_AS_STRING(ulaw));
+            out = w.k ? PyObject_CallOneArg(b64encode, ulaw) : empty_str();
+            Py_DECREF(ulaw);
+        }
+        PyMem_Free(w.mem);
+    }
     PyBuffer_Release(&x);
+    Py_DECREF(raw);
+    return out;
+}
+
+static PyObject *Stream_latency_ms(Stream *s, void *unused) {
+    long long in_rate = s->up ? 8000 : 24000, out_rate = s->up ? 24000 : 8000;
+    return PyFloat_FromDouble((double)(s->n_in * out_rate - s->n_out * in_rate) * 1000.0 / (double)(in_rate * out_rate));
+}
+
+static PyMethodDef Stream_methods[] = {
+    {"process", (PyCFunction)Stream_process, METH_O, "process(pcm16) -> pcm16"},
+    {"flush", (PyCFunction)Stream_flush, METH_NOARGS, "flush() -> pcm16: the held audio; a fresh stream"},
+    {"reset", (PyCFunction)Stream_reset, METH_NOARGS, "reset(): drop the held audio"},
+    {"caller_b64", (PyCFunction)Stream_caller_b64, METH_O, "caller_b64(ulaw_b64) -> pcm16 base64 (up)"},
+    {"model_b64", (PyCFunction)(void (*)(void))Stream_model_b64, METH_FASTCALL, "model_b64(b64, raw=None) -> ulaw base64 (down)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Stream_getset[] = {
+    {"latency_ms", (getter)Stream_latency_ms, NULL, "audio taken but not yet given, ms of input (exact)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "voicegw.audio._fir.Stream",
+    .tp_basicsize = sizeof(Stream),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Stream(up): one direction of one call's resampler (8 kHz <-> 24 kHz PCM16)",
+    .tp_new = Stream_new,
+    .tp_methods = Stream_methods,
+    .tp_getset = Stream_getset,
+};
+
+/* set_codec(ulaw2lin: 256 int16, lin2ulaw: 16384 uint8 by sample >> 2, b64decode, b64encode) */
+static PyObject *set_codec(PyObject *self, PyObject *args) {
+    Py_buffer dec, enc;
+    PyObject *d, *e;
+    if (!PyArg_ParseTuple(args, "y*y*OO", &dec, &enc, &d, &e)) return NULL;
+    PyObject *result = NULL;
+    if (dec.len != (Py_ssize_t)sizeof(ulaw_lin) || enc.len != (Py_ssize_t)sizeof(lin_ulaw))
+        PyErr_SetString(PyExc_ValueError, "mu-law tables of the wrong size");
+    else if (!PyCallable_Check(d) || !PyCallable_Check(e))
+        PyErr_SetString(PyExc_TypeError, "b64decode and b64encode must be callable");
+    else {
+        memcpy(ulaw_lin, dec.buf, sizeof(ulaw_lin));
+        memcpy(lin_ulaw, enc.buf, sizeof(lin_ulaw));
+        Py_XSETREF(b64decode, Py_NewRef(d));
+        Py_XSETREF(b64encode, Py_NewRef(e));
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&dec);
+    PyBuffer_Release(&enc);
     return result;
 }
 
-static PyObject *upsample(PyObject *self, PyObject *args) { return run(args, 1); }
-
-static PyObject *downsample(PyObject *self, PyObject *args) { return run(args, 0); }
+/* lin2ulaw(pcm16) -> mu-law by the table (the table's own check against audioop) */
+static PyObject *lin2ulaw(PyObject *self, PyObject *arg) {
+    Py_buffer x;
+    if (PyObject_GetBuffer(arg, &x, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = NULL;
+    if (x.len & 1)
+        PyErr_SetString(PyExc_ValueError, "whole int16 samples");
+    else if ((out = PyBytes_FromStringAndSize(NULL, x.len / 2)) != NULL) {
+        uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+        const uint8_t *b = x.buf;
+        for (Py_ssize_t i = 0; i < x.len / 2; i++) {
+            int16_t v;
+            memcpy(&v, b + 2 * i, 2);
+            o[i] = lin_ulaw[(v >> 2) + 8192];
+        }
+    }
+    PyBuffer_Release(&x);
+    return out;
+}
 
 static PyMethodDef methods[] = {
     {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: float64[41][3], down: float64[121]), integer-valued"},
-    {"upsample", upsample, METH_VARARGS, "upsample(history: 40 int16, x: int16) -> (int16 out, new history)"},
-    {"downsample", downsample, METH_VARARGS, "downsample(history: int16, x: int16) -> (int16 out, new history)"},
+    {"set_codec", set_codec, METH_VARARGS, "set_codec(ulaw2lin: int16[256], lin2ulaw: uint8[16384], b64decode, b64encode)"},
+    {"lin2ulaw", lin2ulaw, METH_O, "lin2ulaw(pcm16) -> mu-law, by the table set_codec was given"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fir", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fir(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fir(void) {
+    if (PyType_Ready(&StreamType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Stream", (PyObject *)&StreamType) < 0) Py_CLEAR(m);
+    return m;
+}

@@ -1,0 +1,127 @@
+"""The C stream (`voicegw.audio._fir.Stream`): a call's per-message conversions in one C call each,
+held to their Python references in voicegw.audio.transcode over the numpy resampler.
+
+A caller frame goes base64 mu-law -> 24 kHz PCM16 base64 (`caller_b64`), a model delta 24 kHz
+PCM16 -> base64 mu-law (`model_b64`, with the odd byte a delta may end with carried over). Both
+must give the same text, the same held audio (`latency_ms`) and the same flush as the reference
+for any stream: any lengths, odd deltas, resets and flushes anywhere, clipping loud audio.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pybase64
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voicegw.audio import resample
+from voicegw.audio.transcode import CallerToModel, ModelToCaller
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+_fir = resample._fir
+b64 = pybase64.b64encode_as_string
+
+
+def test_the_c_stream_was_built() -> None:
+    assert _fir is not None and hasattr(_fir, "Stream"), "voicegw.audio._fir was not built (see setup.py)"
+
+
+def test_the_mu_law_table_is_audioops_for_every_sample() -> None:
+    every = np.arange(-32768, 32768, dtype=np.int16).tobytes()
+    assert _fir.lin2ulaw(every) == audioop.lin2ulaw(every, 2)
+
+
+def pair(cls: type, **kw: object) -> tuple:
+    return cls("pcm16", compiled=True, **kw), cls("pcm16", compiled=False, **kw)
+
+
+# one step of a call: ("frame", mu-law bytes), ("delta", PCM16 bytes of any length, raw given or
+# not), ("reset",), ("flush",)
+steps = st.one_of(
+    st.tuples(st.just("frame"), st.binary(max_size=500)),
+    st.tuples(st.just("delta"), st.integers(0, 2500), st.booleans(), st.sampled_from([40, 9000, 70000])),
+    st.tuples(st.just("reset")),
+    st.tuples(st.just("flush")),
+)
+
+
+@given(seed=st.integers(0, 2**32 - 1), plan=st.lists(steps, min_size=1, max_size=25))
+@settings(max_examples=200, deadline=None)
+def test_both_directions_equal_their_references(seed: int, plan: list[tuple]) -> None:
+    rng = np.random.default_rng(seed)
+    (up, up_ref), (down, down_ref) = pair(CallerToModel), pair(ModelToCaller)
+    for step in plan:
+        if step[0] == "frame":
+            text = b64(step[1])
+            assert up.convert(text) == up_ref.convert(text)
+        elif step[0] == "delta":
+            nbytes, give_raw, scale = step[1:]
+            raw = (rng.standard_normal(nbytes // 2 + 1) * scale).clip(-32768, 32767).astype("<i2").tobytes()[:nbytes]
+            args = (b64(raw), raw) if give_raw else (b64(raw),)
+            assert down.convert(*args) == down_ref.convert(*args)
+        elif step[0] == "reset":
+            up.reset(), up_ref.reset(), down.reset(), down_ref.reset()
+        else:
+            assert down.flush() == down_ref.flush()
+        assert up.latency_ms == up_ref.latency_ms
+        assert down.latency_ms == down_ref.latency_ms
+    assert down.flush() == down_ref.flush()
+
+
+def test_an_odd_byte_is_carried_to_the_next_delta_and_dropped_by_flush_and_reset() -> None:
+    sig = (np.sin(np.arange(2400) / 7) * 12000).astype("<i2").tobytes()
+    for end in ("flush", "reset"):
+        down, ref = pair(ModelToCaller)
+        whole = ModelToCaller("pcm16", compiled=True)
+        pieces = [sig[:1], sig[1:2], sig[2:961], sig[961:2000], sig[2000:]]  # every cut but one odd
+        assert "".join(down.convert(b64(p), p) for p in pieces) == "".join(ref.convert(b64(p)) for p in pieces)
+        assert down.flush() == ref.flush()
+        assert pybase64.b64decode(whole.convert(b64(sig))) + pybase64.b64decode(whole.flush()) == \
+            b"".join(pybase64.b64decode(down.convert(b64(p))) for p in pieces) + pybase64.b64decode(down.flush())
+        # half a sample, then the stream ends: the next stream starts clean
+        down.convert(b64(sig[:3]))
+        getattr(down, end)()
+        ref.convert(b64(sig[:3]))
+        getattr(ref, end)()
+        assert down.convert(b64(sig[3:963])) == ref.convert(b64(sig[3:963]))
+
+
+def test_what_the_references_reject_the_c_stream_rejects_alike() -> None:
+    (up, up_ref), (down, down_ref) = pair(CallerToModel), pair(ModelToCaller)
+    for conv, ref, args in ((up, up_ref, ("AAA",)), (down, down_ref, ("AAA",)), (up, up_ref, (7,)),
+                            (down, down_ref, ("AAAA", 7)), (down, down_ref, ("AAAA", "\x00\x00"))):
+        with pytest.raises(Exception) as got:
+            conv.convert(*args)
+        with pytest.raises(type(got.value)):
+            ref.convert(*args)
+    engine = resample.StreamResampler(8000, 24000, compiled=True).engine
+    with pytest.raises(TypeError, match="24 kHz -> 8 kHz"):
+        engine.model_b64("AAAA")
+    with pytest.raises(ValueError, match="whole samples, got 3 bytes"):
+        engine.process(b"\0\0\0")
+    # a failed call leaves the stream as it was
+    assert up.convert(b64(bytes(160))) == up_ref.convert(b64(bytes(160)))
+
+
+def test_the_c_stream_keeps_no_reference_to_what_it_was_given() -> None:
+    up, down = CallerToModel("pcm16", compiled=True), ModelToCaller("pcm16", compiled=True)
+    text, raw = b64(bytes(range(160))), bytes(960)
+    dtext = b64(raw)
+    before = sys.getrefcount(text), sys.getrefcount(raw), sys.getrefcount(dtext)
+    for _ in range(1000):
+        up.convert(text)
+        down.convert(dtext, raw)
+        down.convert(dtext)
+    assert (sys.getrefcount(text), sys.getrefcount(raw), sys.getrefcount(dtext)) == before
+
+
+def test_the_lane_calls_the_c_stream_directly() -> None:
+    """With the C filter, a caller frame's conversion is one C call (no Python frame around it)."""
+    assert type(CallerToModel("pcm16").convert).__name__ == "builtin_function_or_method"
+    assert type(ModelToCaller("pcm16").convert).__name__ == "builtin_function_or_method"
