@@ -61,9 +61,19 @@ def _decode_strict(b64: str) -> tuple[bytes, str]:
         return b"", f"not valid base64 ({exc})"
 
 
+def played(piece: list[Action] | str) -> list[Action]:
+    """A piece of agent audio as actions: a steady piece (`str`) is exactly one PlayAudio."""
+    return [ToCaller(tel.PlayAudio(piece))] if type(piece) is str else piece  # type: ignore[list-item]
+
+
 class AgentAudio:
     def _audio_delta(self: CallCore, response_id: str, item_id: str, b64: str, now: float) -> list[Action]:
         """An audio delta's fields (`ev.AudioDelta`'s), from the live session."""
+        return played(self._audio_piece(response_id, item_id, b64, now))
+
+    def _audio_piece(self: CallCore, response_id: str, item_id: str, b64: str, now: float) -> list[Action] | str:
+        """`_audio_delta`, with its commonest outcome as data: the payload itself (`str`) when all
+        the delta asks for is that one PlayAudio (see `_emit_piece`)."""
         r = self.responses
         if response_id in r.stale:
             return []
@@ -75,14 +85,14 @@ class AgentAudio:
         if response_id in self._capped:
             return []
         if self._passthrough:
-            return self._emit(item_id, b64, end, now, response_id)
+            return self._emit_piece(item_id, b64, end, now, response_id)
         try:
             out = self.to_caller.convert(b64, raw)
         except Exception as exc:  # noqa: BLE001 - one delta the converter cannot take costs that delta only
             self.to_caller.reset()
             return self._bad_audio(item_id, f"could not be converted ({type(exc).__name__}: {exc})", now)
         # the resampler holds some audio back: what goes out now ends that much earlier
-        return self._emit(item_id, out, end - self.to_caller.latency_ms, now, response_id)
+        return self._emit_piece(item_id, out, end - self.to_caller.latency_ms, now, response_id)
 
     def _audio_done(self: CallCore, e: ev.AudioDone, now: float) -> list[Action]:
         if e.response_id in self.responses.stale:
@@ -110,6 +120,13 @@ class AgentAudio:
     def _emit(self: CallCore, item_id: str, ulaw_b64: str, end: float, now: float,
               response_id: str | None = None) -> list[Action]:
         """Queue converted audio covering the item's model audio up to `end` ms."""
+        return played(self._emit_piece(item_id, ulaw_b64, end, now, response_id))
+
+    def _emit_piece(self: CallCore, item_id: str, ulaw_b64: str, end: float, now: float,
+                    response_id: str | None = None) -> list[Action] | str:
+        """`_emit`; `ulaw_b64` itself in the steady case: the stream is up, no turn latency is
+        pending, the payload fits one frame and no mark goes out around it (`Playout.push_quiet`).
+        `_send_audio` would then return exactly one PlayAudio of it; the bridge plays it as is."""
         if not ulaw_b64:
             return []
         emitted = self.responses.emitted
@@ -126,6 +143,9 @@ class AgentAudio:
             self._pre_stream.append((item_id, ulaw_b64, start, end))
             self._pre_stream_ms += end - start
             return []
+        if len(ulaw_b64) <= _MAX_PLAY_CHARS and not self._awaiting_first_audio \
+                and self.playout.push_quiet(item_id, start, end, now):
+            return ulaw_b64
         return self._send_audio(item_id, ulaw_b64, start, end, now)
 
     def _send_audio(self: CallCore, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:

@@ -193,11 +193,8 @@ class CallBridge:
                         self._dropped(act)  # type: ignore[arg-type]
                 elif kind is ToCaller:
                     intent = act.intent  # type: ignore[union-attr]
-                    caller = self._caller
-                    # plain agent audio (no recording, not a timed sample) is written here: 50 a second
-                    if type(intent) is tel.PlayAudio and caller is not None and self._recorder is None \
-                            and self._caller_t0 is None:
-                        caller.put(self._encode_audio(intent.payload_b64))
+                    if type(intent) is tel.PlayAudio:
+                        self._play(intent.payload_b64)
                     else:
                         self._to_caller(intent)
                 elif kind is Log:
@@ -206,6 +203,18 @@ class CallBridge:
                     self._perform_other(act)
             except Exception:  # noqa: BLE001 - one failed action must not skip the others
                 log.exception("call %s: performing %s failed", self.info.call_sid, kind.__name__)
+
+    def _play(self, payload_b64: str) -> None:
+        """`ToCaller(PlayAudio(payload_b64))`: plain agent audio (no recording, not a timed sample)
+        is written here, 50 times a second per talking call; the rest takes `_to_caller`."""
+        caller = self._caller
+        try:
+            if caller is not None and self._recorder is None and self._caller_t0 is None:
+                caller.put(self._encode_audio(payload_b64))
+            else:
+                self._to_caller(tel.PlayAudio(payload_b64))
+        except Exception:  # noqa: BLE001 - as in `_act`: the call goes on
+            log.exception("call %s: performing ToCaller failed", self.info.call_sid)
 
     def _perform_other(self, act: Action) -> None:
         if isinstance(act, RunTool):
@@ -325,10 +334,14 @@ class CallBridge:
             False for the deltas `on_event` must take (sampled ones, a response's first audio)."""
             if probe is not None and not probe.plain_audio():
                 return False
-            acts = core.live_audio(response_id, item_id, audio_b64, self.clock(), n)
-            if acts is None:
+            piece = core.live_piece(response_id, item_id, audio_b64, self.clock(), n)
+            if piece is None:
                 return False
-            self._run_audio(acts)
+            if type(piece) is str:  # one PlayAudio of it, as data
+                self._play(piece)
+                self._lane.retime()
+            else:
+                self._run_audio(piece)
             return True
 
         reason = "closed by the model"

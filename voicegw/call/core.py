@@ -174,6 +174,14 @@ class CallCore(CallerAudioIn, BargeIn, ModelSessions, AgentAudio, Transcripts, A
             return None
         return self._audio_delta(response_id, item_id, audio_b64, now)
 
+    def live_piece(self, response_id: str, item_id: str, audio_b64: str, now: float,
+                   link: int) -> list[Action] | str | None:
+        """`live_audio`, with its commonest outcome as data: the payload to play (`str`) when one
+        PlayAudio of it is all the delta asks for (`AgentAudio._emit_piece`)."""
+        if self.ended or link != self.link.live or self.asides:
+            return None
+        return self._audio_piece(response_id, item_id, audio_b64, now)
+
     def on_stream(self, e: tel.StreamEvent, now: float) -> list[Action]:
         if self.ended:
             return []

@@ -63,16 +63,7 @@ class Playout:
         else (close the open chunk first) it opens a new one."""
         chunk = self._open
         if chunk is not None and chunk.item_id == item_id and chunk.end_ms == start_ms:  # `extends`, inline
-            # the chunk cannot finish playing before this piece arrived and played: if the caller
-            # ran dry meanwhile, the chunk effectively started playing that much later
-            earliest = now - (chunk.end_ms - chunk.start_ms) / 1000.0
-            if earliest > chunk.sent_at:
-                chunk.sent_at = earliest
-                if len(self._pending) == 1 and self._head_since is not None and earliest > self._head_since:
-                    self._head_since = earliest
-            chunk.end_ms = end_ms
-            self._queued_ms += end_ms - start_ms
-            self.open_at = now
+            self._grow(chunk, start_ms, end_ms, now)
             return
         if chunk is not None:
             raise ValueError("close the open chunk before starting another")
@@ -82,6 +73,33 @@ class Playout:
         self._pending.append(chunk)
         self._queued_ms += end_ms - start_ms
         self._open = chunk
+        self.open_at = now
+
+    def push_quiet(self, item_id: str, start_ms: float, end_ms: float, now: float) -> bool:
+        """`push` when it sends no mark: the audio continues the open chunk, or opens one when none
+        is open, and leaves it short of MARK_EVERY_MS. False, and nothing done, otherwise."""
+        chunk = self._open
+        if chunk is None:
+            if end_ms - start_ms >= MARK_EVERY_MS:
+                return False
+            self.add(item_id, start_ms, end_ms, now)
+            return True
+        if chunk.item_id != item_id or chunk.end_ms != start_ms or end_ms - chunk.start_ms >= MARK_EVERY_MS:
+            return False
+        self._grow(chunk, start_ms, end_ms, now)
+        return True
+
+    def _grow(self, chunk: Chunk, start_ms: float, end_ms: float, now: float) -> None:
+        """The open `chunk` takes the audio from its end (`start_ms`) to `end_ms`."""
+        # the chunk cannot finish playing before this piece arrived and played: if the caller ran
+        # dry meanwhile, the chunk effectively started playing that much later
+        earliest = now - (chunk.end_ms - chunk.start_ms) / 1000.0
+        if earliest > chunk.sent_at:
+            chunk.sent_at = earliest
+            if len(self._pending) == 1 and self._head_since is not None and earliest > self._head_since:
+                self._head_since = earliest
+        chunk.end_ms = end_ms
+        self._queued_ms += end_ms - start_ms
         self.open_at = now
 
     def push(self, item_id: str, start_ms: float, end_ms: float, now: float) -> tuple[str, str]:
