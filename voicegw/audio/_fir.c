@@ -133,19 +133,31 @@ static void stream_reset(Stream *s) {
     s->carry = -1;
 }
 
-/* One piece of a stream: the history, then `nx` new samples the caller writes at `x`. */
+/* One piece of a stream: the history, then `nx` new samples the caller writes at `x`; `k`
+ * outputs (before the pre-ringing is dropped), and downsampling's `len` samples per phase. */
 typedef struct {
     double *mem, *x, *acc;
-    Py_ssize_t nx, k;
+    Py_ssize_t nx, k, len;
 } Work;
+
+/* n little-endian int16 samples at b (any alignment) as doubles */
+static void load_pcm16(const uint8_t *b, Py_ssize_t n, double *x) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int16_t v;
+        memcpy(&v, b + 2 * i, 2);
+        x[i] = v;
+    }
+}
 
 static int work_open(Stream *s, Py_ssize_t nx, Work *w) {
     Py_ssize_t n = s->nhist + nx, extra;
     if (s->up) {
-        extra = 6 * nx;
+        w->k = FACTOR * nx;
+        extra = 2 * w->k;  /* the phases' outputs, then interleaved */
     } else {
-        Py_ssize_t len = n / FACTOR + 1;
-        extra = FACTOR * len + (n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0);
+        w->len = n / FACTOR + 1;
+        w->k = n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0;
+        extra = FACTOR * w->len + w->k;  /* the input de-interleaved, then the outputs */
     }
     w->mem = PyMem_Malloc((size_t)(n + extra + 1) * sizeof(double));
     if (w->mem == NULL) {
@@ -161,18 +173,15 @@ static int work_open(Stream *s, Py_ssize_t nx, Work *w) {
 /* Filter the piece; keep the new history; `acc` and `k`: the outputs past the pre-ringing. */
 CLONES static void work_run(Stream *s, Work *w) {
     double *buf = w->mem;
-    Py_ssize_t nx = w->nx, n = s->nhist + nx, k, keep;
+    Py_ssize_t nx = w->nx, n = s->nhist + nx, k = w->k, keep;
     double *scratch = buf + n + 1, *acc;
     if (s->up) {
-        k = FACTOR * nx;
-        acc = scratch + FACTOR * nx;
+        acc = scratch + k;
         up_all(buf, nx, scratch, acc);
         keep = UP_HIST;
     } else {
-        Py_ssize_t len = n / FACTOR + 1;
-        k = n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0;
-        acc = scratch + FACTOR * len;
-        down_all(buf, n, k, len, scratch, acc);
+        acc = scratch + FACTOR * w->len;
+        down_all(buf, n, k, w->len, scratch, acc);
         keep = n - FACTOR * k;
     }
     memmove(s->hist, buf + n - keep, (size_t)keep * sizeof(double));
@@ -189,8 +198,10 @@ CLONES static void emit_pcm16(const double *acc, Py_ssize_t k, int16_t *o) {
     for (Py_ssize_t m = 0; m < k; m++) o[m] = to_pcm16(acc[m]);
 }
 
+static inline uint8_t ulaw_of(int16_t v) { return lin_ulaw[(v >> 2) + 8192]; }
+
 CLONES static void emit_ulaw(const double *acc, Py_ssize_t k, uint8_t *o) {
-    for (Py_ssize_t m = 0; m < k; m++) o[m] = lin_ulaw[(to_pcm16(acc[m]) >> 2) + 8192];
+    for (Py_ssize_t m = 0; m < k; m++) o[m] = ulaw_of(to_pcm16(acc[m]));
 }
 
 /* the piece's outputs as int16 bytes */
@@ -245,12 +256,7 @@ static PyObject *Stream_process(Stream *s, PyObject *arg) {
     else if (x.len == 0)
         out = PyBytes_FromStringAndSize(NULL, 0);
     else if (work_open(s, x.len / 2, &w) == 0) {
-        const uint8_t *b = x.buf;
-        for (Py_ssize_t i = 0; i < w.nx; i++) {
-            int16_t v;
-            memcpy(&v, b + 2 * i, 2);
-            w.x[i] = v;
-        }
+        load_pcm16(x.buf, w.nx, w.x);
         out = work_pcm16(s, &w);
     }
     PyBuffer_Release(&x);
@@ -314,13 +320,25 @@ static PyObject *Stream_caller_b64(Stream *s, PyObject *text) {
 /* model_b64(b64, raw=None) -> str: a model audio delta (24 kHz PCM16, base64; `raw`: its bytes
  * when already decoded) as 8 kHz mu-law base64, "" when nothing is due; an odd last byte is kept
  * for the next delta */
-static PyObject *Stream_model_b64(Stream *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "model_b64(b64, raw=None)");
+static PyObject *Stream_model_b64(Stream *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *b64 = nargs > 0 ? args[0] : NULL, *given = nargs > 1 ? args[1] : Py_None;
+    int bad = nargs > 2;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw && !bad; i++) {  /* as the Python reference's signature */
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(name, "raw") == 0 && nargs < 2)
+            given = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(name, "model_b64") == 0 && nargs < 1)
+            b64 = args[nargs + i];
+        else
+            bad = 1;
+    }
+    if (bad || b64 == NULL) {
+        PyErr_SetString(PyExc_TypeError, "model_b64(model_b64, raw=None)");
         return NULL;
     }
     if (!check_codec(s, 0)) return NULL;
-    PyObject *raw = nargs == 2 && args[1] != Py_None ? Py_NewRef(args[1]) : PyObject_CallOneArg(b64decode, args[0]);
+    PyObject *raw = given != Py_None ? Py_NewRef(given) : PyObject_CallOneArg(b64decode, b64);
     if (raw == NULL) return NULL;
     Py_buffer x;
     if (PyObject_GetBuffer(raw, &x, PyBUF_SIMPLE) < 0) {
@@ -340,11 +358,8 @@ static PyObject *Stream_model_b64(Stream *s, PyObject *const *args, Py_ssize_t n
             w.x[i++] = (int16_t)(uint16_t)(s->carry | b[0] << 8);
             b++;
         }
-        for (; i < nx; i++, b += 2) {
-            int16_t v;
-            memcpy(&v, b, 2);
-            w.x[i] = v;
-        }
+        load_pcm16(b, nx - i, w.x + i);
+        b += 2 * (nx - i);
         s->carry = total & 1 ? *b : -1;
         work_run(s, &w);
         PyObject *ulaw = PyBytes_FromStringAndSize(NULL, w.k);
@@ -370,7 +385,7 @@ static PyMethodDef Stream_methods[] = {
     {"flush", (PyCFunction)Stream_flush, METH_NOARGS, "flush() -> pcm16: the held audio; a fresh stream"},
     {"reset", (PyCFunction)Stream_reset, METH_NOARGS, "reset(): drop the held audio"},
     {"caller_b64", (PyCFunction)Stream_caller_b64, METH_O, "caller_b64(ulaw_b64) -> pcm16 base64 (up)"},
-    {"model_b64", (PyCFunction)(void (*)(void))Stream_model_b64, METH_FASTCALL, "model_b64(b64, raw=None) -> ulaw base64 (down)"},
+    {"model_b64", (PyCFunction)(void (*)(void))Stream_model_b64, METH_FASTCALL | METH_KEYWORDS, "model_b64(b64, raw=None) -> ulaw base64 (down)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -425,7 +440,7 @@ static PyObject *lin2ulaw(PyObject *self, PyObject *arg) {
         for (Py_ssize_t i = 0; i < x.len / 2; i++) {
             int16_t v;
             memcpy(&v, b + 2 * i, 2);
-            o[i] = lin_ulaw[(v >> 2) + 8192];
+            o[i] = ulaw_of(v);
         }
     }
     PyBuffer_Release(&x);

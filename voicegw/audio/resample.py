@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from voicegw.compiled import fir as _fir
+
 __all__ = ["StreamResampler", "LOW_RATE", "HIGH_RATE", "DELAY_MS"]
 
 LOW_RATE = 8000  # Hz: Twilio's mu-law
@@ -108,11 +110,9 @@ _DOWN_FLUSH = _DELAY + _FACTOR - 1  # zero input samples that complete the last 
 
 _F8 = np.dtype(np.float64).itemsize
 
-try:  # the same filter in C (voicegw/audio/_fir.c), built by `pip install` where a compiler is
-    from voicegw.audio import _fir  # present; bit-identical output, a tenth of the CPU per frame
-except ImportError:  # pragma: no cover - no compiler at install time: numpy does the work
-    _fir = None
-else:
+# the same filter in C (voicegw/audio/_fir.c, where it was built: voicegw.compiled), bit-identical
+# output at a tenth of the CPU per frame; else numpy does the work
+if _fir is not None:
     _fir.set_coefficients(_UP_P.astype(np.float64).tobytes(), _DOWN_H.astype(np.float64).tobytes())
 COMPILED = _fir is not None
 

@@ -109,7 +109,30 @@ def _stream(in_rate: int, out_rate: int, compiled: bool | None) -> Any:
     return rs.engine if rs.engine is not None else _Reference(rs)
 
 
-class CallerToModel:
+class _Converter:
+    """One direction of a call's audio: `convert` (passthrough in "g711_ulaw" mode, else the
+    resampling stream's own conversion method), `reset` and `latency_ms`."""
+
+    __slots__ = ("mode", "convert", "_stream")
+
+    def __init__(self, mode: str, compiled: bool | None, in_rate: int, out_rate: int, method: str) -> None:
+        self.mode: AudioMode = _check_mode(mode)
+        self._stream = _stream(in_rate, out_rate, compiled) if self.mode == "pcm16" else None
+        self.convert: Callable[..., str] = _same if self._stream is None else getattr(self._stream, method)
+
+    def reset(self) -> None:
+        """Drop held audio (and a carried odd byte): caller audio when the model's input buffer is
+        cleared, agent audio when the caller's playout was (barge-in)."""
+        if self._stream is not None:
+            self._stream.reset()
+
+    @property
+    def latency_ms(self) -> float:
+        """Audio accepted but not yet returned, in ms (0 in passthrough)."""
+        return self._stream.latency_ms if self._stream is not None else 0.0  # type: ignore[no-any-return]
+
+
+class CallerToModel(_Converter):
     """Caller audio (Twilio mu-law 8 kHz, base64) -> model input audio (base64).
 
     In "pcm16" mode the result is 24 kHz PCM16. The resampler holds back its filter delay
@@ -120,25 +143,14 @@ class CallerToModel:
     `compiled`: as for `StreamResampler` (None: C when it was built).
     """
 
-    __slots__ = ("mode", "convert", "_stream")
+    __slots__ = ()
+    convert: Callable[[str], str]
 
     def __init__(self, mode: str, compiled: bool | None = None) -> None:
-        self.mode: AudioMode = _check_mode(mode)
-        self._stream = _stream(TWILIO_RATE, MODEL_PCM_RATE, compiled) if self.mode == "pcm16" else None
-        self.convert: Callable[[str], str] = _same if self._stream is None else self._stream.caller_b64
-
-    def reset(self) -> None:
-        """Forget buffered caller audio (e.g. when the model's input buffer is cleared)."""
-        if self._stream is not None:
-            self._stream.reset()
-
-    @property
-    def latency_ms(self) -> float:
-        """Audio accepted but not yet returned, in ms (0 in passthrough)."""
-        return self._stream.latency_ms if self._stream is not None else 0.0  # type: ignore[no-any-return]
+        super().__init__(mode, compiled, TWILIO_RATE, MODEL_PCM_RATE, "caller_b64")
 
 
-class ModelToCaller:
+class ModelToCaller(_Converter):
     """Model output audio (base64) -> Twilio mu-law 8 kHz (base64).
 
     `convert(model_b64, raw=None) -> str` converts one model audio delta (`raw`: the delta
@@ -149,12 +161,10 @@ class ModelToCaller:
     barge-in so nothing of the cancelled response survives into the next one.
     """
 
-    __slots__ = ("mode", "convert", "_stream")
+    __slots__ = ()
 
     def __init__(self, mode: str, compiled: bool | None = None) -> None:
-        self.mode: AudioMode = _check_mode(mode)
-        self._stream = _stream(MODEL_PCM_RATE, TWILIO_RATE, compiled) if self.mode == "pcm16" else None
-        self.convert: Callable[..., str] = _same if self._stream is None else self._stream.model_b64
+        super().__init__(mode, compiled, MODEL_PCM_RATE, TWILIO_RATE, "model_b64")
 
     def flush(self) -> str:
         """Emit the audio still held by the resampler (end of a response); may be "". A carried
@@ -163,16 +173,6 @@ class ModelToCaller:
             return ""
         pcm8 = self._stream.flush()
         return _b64encode(pcm16_to_ulaw(pcm8)) if pcm8 else ""
-
-    def reset(self) -> None:
-        """Drop held audio and carried bytes: the caller's playout was cleared (barge-in)."""
-        if self._stream is not None:
-            self._stream.reset()
-
-    @property
-    def latency_ms(self) -> float:
-        """Audio accepted but not yet returned, in ms (0 in passthrough)."""
-        return self._stream.latency_ms if self._stream is not None else 0.0  # type: ignore[no-any-return]
 
     @staticmethod
     def duration_ms_of_model_audio(model_b64: str, mode: str) -> float:
