@@ -125,3 +125,21 @@ def test_the_lane_calls_the_c_stream_directly() -> None:
     """With the C filter, a caller frame's conversion is one C call (no Python frame around it)."""
     assert type(CallerToModel("pcm16").convert).__name__ == "builtin_function_or_method"
     assert type(ModelToCaller("pcm16").convert).__name__ == "builtin_function_or_method"
+
+
+def test_a_delta_converts_alike_with_its_arguments_named() -> None:
+    """`model_b64` takes the reference's signature, keywords included."""
+    raw = (np.arange(961) * 37 % 20000 - 10000).astype("<i2").tobytes()[:1921]
+    down, ref = pair(ModelToCaller)
+    assert down.convert(b64(raw), raw=raw) == ref.convert(b64(raw), raw=raw)
+    assert down.convert(model_b64=b64(raw)) == ref.convert(model_b64=b64(raw))
+    assert down.convert(b64(raw), raw=None) == ref.convert(b64(raw), raw=None)
+    for bad in ({"audio": "AAAA"}, {"raw": b""}):
+        with pytest.raises(TypeError):
+            down.convert(**bad)
+        with pytest.raises(TypeError):
+            ref.convert(**bad)
+    with pytest.raises(TypeError):
+        down.convert("AAAA", b"", raw=b"")
+    with pytest.raises(TypeError):
+        ref.convert("AAAA", b"", raw=b"")
