@@ -54,9 +54,26 @@ class Transport:
     def __init__(self) -> None:
         self.underlying_transport = self
         self.frames = 0
+        self.writes = 0  # system calls the writes would have been
         self.marks: list[str] = []
 
     def send(self, kind: Any, data: bytes) -> None:
+        self.writes += 1
+        self._frame(data)
+
+    def write(self, data: bytes) -> None:
+        """The TCP transport's write: several unmasked frames at once (`PicoMediaSocket.send_many`)."""
+        self.writes += 1
+        i = 0
+        while i < len(data):
+            n, i = data[i + 1] & 0x7F, i + 2
+            if n >= 126:
+                width = 2 if n == 126 else 8
+                n, i = int.from_bytes(data[i:i + width], "big"), i + width
+            self._frame(data[i:i + n])
+            i += n
+
+    def _frame(self, data: bytes) -> None:
         self.frames += 1
         if data.startswith(b'{"event":"mark"'):
             self.marks.append(data.split(b'"name":"')[1].split(b'"')[0].decode())

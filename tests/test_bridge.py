@@ -117,6 +117,26 @@ class FakeMediaSocket:
         return [json.loads(f)["mark"]["name"] for f in self.frames if json.loads(f)["event"] == "mark"]
 
 
+class DirectMediaSocket(FakeMediaSocket):
+    """picows' media socket (voicegw.telephony.fastmedia): writes without waiting, one frame or
+    several at once; `writes` is what each write held (a write is a system call)."""
+
+    def __init__(self, pulse: Pulse, timeline: list[str]) -> None:
+        super().__init__(pulse, timeline)
+        self.writes: list[list[str]] = []
+
+    def send_now(self, text: str) -> None:
+        self.send_many([text])
+
+    def send_many(self, texts: list[str]) -> None:
+        self.writes.append(list(texts))
+        self.frames += texts
+        self.pulse.poke()
+
+    def buffered(self) -> int:
+        return 0
+
+
 class FakeModelConnection:
     """The RealtimeConnection surface the bridge uses; events come from a queue the test feeds."""
 
@@ -762,3 +782,20 @@ async def test_the_caller_lane_leaves_sampled_frames_to_the_timed_way_and_record
     recorded = CallBridge(call.bridge.info, "front", call.bridge.core.opts, TwilioMediaCodec(), call.tools,
                           call.sink, call.hooks, call.model.open, recorder=object())  # type: ignore[arg-type]
     assert recorded.caller_lane() is None  # the recorder takes every caller frame with its timestamp
+
+
+async def test_an_action_lists_frames_for_the_caller_go_out_in_one_write() -> None:
+    """Audio and the mark that closes its chunk are written together: one system call, one TCP
+    segment. Audio alone is written as it comes, and the order of frames is the core's."""
+    call = Call()
+    call.ws = DirectMediaSocket(call.pulse, call.timeline)
+    await call.start()
+    ws = call.ws
+    call.conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message", "assistant"),
+                   *[ev.AudioDelta("r1", "i1", ulaw(i, 320)) for i in range(5)])  # 40 ms each
+    await call.pulse.until(lambda: sum(map(len, ws.writes)) == 6, "five pieces of audio and a mark")
+    kinds = [[json.loads(f)["event"] for f in write] for write in ws.writes]
+    assert kinds == [["media"], ["media"], ["media", "mark"], ["media"], ["media"]]  # 120 ms: the chunk's mark
+    assert [json.loads(f)["media"]["payload"] for f in ws.frames if "media" in f] == [ulaw(i, 320) for i in range(5)]
+    call.bridge.telephony_lost("caller_hangup")
+    await call.wait_closed()

@@ -11,11 +11,12 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, running_gateway
 from voicegw.call.writer import DirectWriter, WriterFailed
 from voicegw.sim.twiml import parse_stream_twiml
-from voicegw.telephony.fastmedia import PicoMediaSocket
+from voicegw.telephony.fastmedia import PicoMediaSocket, text_frames
 from voicegw.telephony.twilio import sign
 
 pytestmark = pytest.mark.e2e
@@ -128,3 +129,78 @@ async def test_a_direct_writer_fails_once_when_the_peer_stops_reading() -> None:
     await asyncio.sleep(0)  # the failure is reported on the next loop turn, outside the interpreter
     assert len(failures) == 1 and isinstance(failures[0], WriterFailed)
     assert sent == ["a", "b"]  # written before the backlog was seen; nothing after
+
+
+async def test_a_direct_writer_holds_an_action_lists_frames_and_writes_them_at_once() -> None:
+    singles: list[str] = []
+    batches: list[list[str]] = []
+    failures: list[Exception] = []
+    writer: DirectWriter[str] = DirectWriter(singles.append, lambda: 0, failures.append, name="t",
+                                             send_many=lambda items: batches.append(list(items)))
+    assert writer.hold() and not writer.hold()  # one hold at a time: the inner one holds nothing
+    assert writer.put("media") and writer.put("mark")
+    assert singles == [] and batches == []  # held
+    assert writer.release() and batches == [["media", "mark"]] and singles == []
+    assert writer.put("next") and singles == ["next"]  # released: written at once again
+    assert writer.hold() and writer.put("alone") and writer.release()
+    assert singles == ["next", "alone"] and len(batches) == 1  # one frame needs no batch
+    assert writer.hold() and writer.release() and singles == ["next", "alone"]  # nothing held, nothing written
+    plain: DirectWriter[str] = DirectWriter(singles.append, lambda: 0, failures.append, name="t")
+    assert not plain.hold()  # no way to write several at once: each is written as it is put
+    writer.close()
+    assert not writer.hold()
+
+
+async def test_a_held_batch_that_fails_to_go_out_fails_the_writer_once() -> None:
+    failures: list[Exception] = []
+
+    def broken(items: list[str]) -> None:
+        raise ConnectionError("gone")
+
+    writer: DirectWriter[str] = DirectWriter(lambda item: None, lambda: 0, failures.append, name="t", send_many=broken)
+    assert writer.hold() and writer.put("a") and writer.put("b")
+    assert not writer.release()
+    assert not writer.put("c") and not writer.hold()
+    await asyncio.sleep(0)  # reported on the next loop turn, as a failed `put` is
+    assert len(failures) == 1 and isinstance(failures[0], ConnectionError)
+    backlog = [0]
+    stuck: DirectWriter[str] = DirectWriter(lambda item: None, lambda: backlog[0], failures.append, name="t",
+                                            max_buffered=100, send_many=lambda items: backlog.__setitem__(0, 500))
+    assert stuck.hold() and stuck.put("a") and stuck.put("b")
+    assert not stuck.release()  # written, but the peer is not reading: past max_buffered
+    await asyncio.sleep(0)
+    assert len(failures) == 2 and isinstance(failures[1], WriterFailed)
+
+
+@pytest.mark.parametrize("text", ["x" * n for n in (0, 1, 125, 126, 127, 300, 65535, 65536, 70_000)] + ["é" * 63, "é" * 64])
+def test_text_frames_are_the_websocket_frames_websockets_writes(text: str) -> None:
+    expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+    assert text_frames([text]) == expected
+    assert text_frames([text, "mark", text]) == expected + Frame(Opcode.TEXT, b"mark").serialize(mask=False) + expected
+
+
+async def test_frames_written_at_once_reach_the_caller_as_separate_messages_in_order() -> None:
+    async with running_gateway(agent_yaml=SUPPORT_AGENT) as gw:
+        url, params = await _stream_target(gw.url)
+        async with connect(url, compression=None, proxy=None, max_size=None) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(_start(params))
+            events: list[str] = []
+            async with asyncio.timeout(10):
+                while "mark" not in events:  # the greeting: its audio, and a mark after each chunk
+                    events.append(json.loads(await ws.recv())["event"])
+                    call = gw.gateway.calls.get(CALL_SID)
+            assert call is not None and isinstance(call.ws, PicoMediaSocket)
+            assert events[0] == "media" and events.index("mark") > 0
+            sent = [json.dumps({"event": "probe", "n": n, "pad": "x" * size}) for n, size in enumerate([1, 200, 70_000])]
+            call.ws.send_many(sent)
+            got = []
+            async with asyncio.timeout(10):
+                while len(got) < len(sent):
+                    text = await ws.recv()
+                    if json.loads(text)["event"] == "probe":
+                        got.append(text)
+            assert got == sent
+            await ws.send(json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": CALL_SID}}))
+        record = await gw.call_record(CALL_SID)
+    assert record["end_reason"] == "caller_hangup"

@@ -182,6 +182,16 @@ class CallBridge:
         self._lane.arm(self.core, link)
 
     def _act(self, actions: list[Action]) -> None:
+        caller = self._caller  # several frames for the caller (audio and its mark): one write
+        if len(actions) > 1 and caller is not None and caller.hold():
+            try:
+                self._act_each(actions)
+            finally:
+                caller.release()
+        else:
+            self._act_each(actions)
+
+    def _act_each(self, actions: list[Action]) -> None:
         for act in actions:
             kind = type(act)
             try:
@@ -411,7 +421,7 @@ class CallBridge:
             if self._probe is not None:
                 self._probe.down.sync = True
             self._caller = DirectWriter(send_now, ws.buffered, self._caller_failed,  # type: ignore[attr-defined]
-                                        name=f"{self.info.call_sid}:caller-out")
+                                        name=f"{self.info.call_sid}:caller-out", send_many=getattr(ws, "send_many", None))
         else:
             send = ws.send_text if self._probe is None else self._probe.down.wrap(ws.send_text)
             self._caller = Writer(send, self._caller_failed, name=f"{self.info.call_sid}:caller-out",

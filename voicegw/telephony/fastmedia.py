@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -268,6 +269,20 @@ class PicoMediaSocket(WSListener):  # type: ignore[misc]
             raise StreamClosed("the media stream is closed")
         self.transport.send(WSMsgType.TEXT, text.encode())
 
+    def send_many(self, texts: list[str]) -> None:
+        """`send_now` for several frames in one write: one system call and one TCP segment (on
+        loopback or a LAN the send does the receiving side's work too, so it is per write, not per
+        byte). picows writes a frame at a time, so the frames are put together here (`text_frames`)
+        and written on the TCP transport, which keeps them in order with picows' writes."""
+        if self.closed and self._backlog:
+            return
+        transport = self.transport
+        if self.closed or transport is None:
+            raise StreamClosed("the media stream is closed")
+        if transport.is_close_frame_sent:
+            return  # as picows' `send` after a close: nothing more goes out
+        transport.underlying_transport.write(text_frames(texts))
+
     async def send_text(self, text: str) -> None:
         self.send_now(text)
 
@@ -361,6 +376,22 @@ class MediaUpgrade(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+
+
+_SHORT, _MEDIUM, _LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
+
+
+def text_frames(texts: list[str]) -> bytes:
+    """Server-to-client WebSocket text frames, one per text, back to back (RFC 6455 5.2: FIN and
+    opcode 1, no mask, the length in 7, 7+16 or 7+64 bits). websockets' `Frame.serialize` writes
+    the same bytes (tests/test_fastmedia.py) at ten times the Python per frame."""
+    out = bytearray()
+    for text in texts:
+        data = text.encode()
+        n = len(data)
+        out += _SHORT.pack(0x81, n) if n < 126 else _MEDIUM.pack(0x81, 126, n) if n < 65536 else _LONG.pack(0x81, 127, n)
+        out += data
+    return bytes(out)
 
 
 def _is_tcp(transport: Any) -> bool:
