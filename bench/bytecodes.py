@@ -5,7 +5,8 @@ replaced by counters) and a caller frame and a model delta are played through it
 `sys.settrace` counting every bytecode executed, per function. Unlike a time, the count does not
 move with the machine's load: it is the yardstick for levers that cut Python work per message
 when the CPU time under load is too noisy to show them (see bench/optimisations.md). The
-counters' own functions (`Transport.send`, `Clock.time`, `Frame.*`) are bench fakes.
+counters' own functions (`Transport.send`, `Transport.write`, `Transport._frame`, `Clock.time`,
+`Frame.*`) are bench fakes.
 """
 from __future__ import annotations
 
