@@ -206,6 +206,19 @@ class FakeModelConnection:
         return any(type(c) is ev.UpdateSession for c in self.sent)
 
 
+class ListeningModelConnection(FakeModelConnection):
+    """A connection with `listen`, as RealtimeConnection has: audio deltas go to the bridge's
+    `on_audio` first (the steady state's way), the rest and the deltas it declines to `on_event`."""
+
+    async def listen(self, on_event: Callable[[Any], None],
+                     on_audio: Callable[[str, str, str, int], bool] | None = None) -> None:
+        async for e in self.events():
+            if type(e) is ev.AudioDelta and on_audio is not None \
+                    and on_audio(e.response_id, e.item_id, e.audio_b64, e.content_index):
+                continue
+            on_event(e)
+
+
 class FakeModelService:
     """`open_model`: hands out a new fake connection per call, or raises what it was told to."""
 
@@ -216,6 +229,7 @@ class FakeModelService:
         self.failures: list[Exception] = []
         self.hang: asyncio.Event | None = None  # un-set: opening never completes (a slow connect)
         self.timeouts: list[float | None] = []  # the per-attempt timeout each open was given
+        self.kind: type[FakeModelConnection] = FakeModelConnection
 
     async def open(self, timeout_s: float | None) -> FakeModelConnection:
         self.opens += 1
@@ -225,7 +239,7 @@ class FakeModelService:
             await self.hang.wait()
         if self.failures:
             raise self.failures.pop(0)
-        conn = FakeModelConnection(len(self.conns) + 1, self.pulse)
+        conn = self.kind(len(self.conns) + 1, self.pulse)
         self.conns.append(conn)
         return conn
 
@@ -797,5 +811,29 @@ async def test_an_action_lists_frames_for_the_caller_go_out_in_one_write() -> No
     kinds = [[json.loads(f)["event"] for f in write] for write in ws.writes]
     assert kinds == [["media"], ["media"], ["media", "mark"], ["media"], ["media"]]  # 120 ms: the chunk's mark
     assert [json.loads(f)["media"]["payload"] for f in ws.frames if "media" in f] == [ulaw(i, 320) for i in range(5)]
+    call.bridge.telephony_lost("caller_hangup")
+    await call.wait_closed()
+
+
+async def test_a_delta_that_closes_its_chunk_goes_out_with_its_mark_in_one_write() -> None:
+    """The steady state's way (`on_audio`): 200 ms deltas each close a playout chunk; each is one
+    write of its audio and its mark, the marks come back and the accounting follows them."""
+    call = Call()
+    call.model.kind = ListeningModelConnection
+    call.ws = DirectMediaSocket(call.pulse, call.timeline)
+    await call.start()
+    ws = call.ws
+    call.conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message", "assistant"),
+                   *[ev.AudioDelta("r1", "i1", ulaw(i, 1600)) for i in range(4)])  # 200 ms each
+    await call.pulse.until(lambda: sum(map(len, ws.writes)) == 8, "four deltas and their marks")
+    kinds = [[json.loads(f)["event"] for f in write] for write in ws.writes]
+    assert kinds == [["media", "mark"]] * 4
+    assert [json.loads(w[0])["media"]["payload"] for w in ws.writes] == [ulaw(i, 1600) for i in range(4)]
+    marks = [json.loads(w[1])["mark"]["name"] for w in ws.writes]
+    assert len(set(marks)) == 4
+    assert call.bridge.core.playout.queued_ms() == 800.0
+    for m in marks[:2]:
+        call.bridge.on_frame(tel.MarkPlayed(m))
+    assert call.bridge.core.playout.queued_ms() == 400.0  # two chunks acknowledged
     call.bridge.telephony_lost("caller_hangup")
     await call.wait_closed()

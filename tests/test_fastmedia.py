@@ -14,9 +14,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, running_gateway
-from voicegw.call.writer import DirectWriter, WriterFailed
+from voicegw.call.writer import DirectWriter, Writer, WriterFailed
 from voicegw.sim.twiml import parse_stream_twiml
-from voicegw.telephony.fastmedia import PicoMediaSocket, text_frames
+from voicegw.compiled import fastwire
+from voicegw.telephony.fastmedia import PicoMediaSocket, text_frames, text_frames_py
 from voicegw.telephony.twilio import sign
 
 pytestmark = pytest.mark.e2e
@@ -172,11 +173,67 @@ async def test_a_held_batch_that_fails_to_go_out_fails_the_writer_once() -> None
     assert len(failures) == 2 and isinstance(failures[1], WriterFailed)
 
 
+async def test_a_direct_writer_writes_several_items_put_at_once_in_one_write() -> None:
+    """`put_many`: a piece of audio and its mark in one write; within a hold they join what is held."""
+    singles: list[str] = []
+    batches: list[list[str]] = []
+    failures: list[Exception] = []
+    writer: DirectWriter[str] = DirectWriter(singles.append, lambda: 0, failures.append, name="t",
+                                             send_many=lambda items: batches.append(list(items)))
+    assert writer.put_many(["media", "mark"]) and batches == [["media", "mark"]] and singles == []
+    assert writer.put_many(["alone"]) and singles == ["alone"]  # one item needs no batch
+    assert writer.hold() and writer.put("a") and writer.put_many(["b", "c"]) and writer.put("d") and writer.release()
+    assert batches[-1] == ["a", "b", "c", "d"] and len(batches) == 2
+    plain: DirectWriter[str] = DirectWriter(singles.append, lambda: 0, failures.append, name="t")
+    assert plain.put_many(["x", "y"]) and singles == ["alone", "x", "y"]  # no batches: one by one, in order
+    backlog = [0]
+    stuck: DirectWriter[str] = DirectWriter(lambda item: None, lambda: backlog[0], failures.append, name="t",
+                                            max_buffered=100, send_many=lambda items: backlog.__setitem__(0, 500))
+    assert not stuck.put_many(["a", "b"])  # written, but the peer is not reading
+    assert not stuck.put_many(["c", "d"]) and not stuck.put("e")  # failed: nothing more
+    await asyncio.sleep(0)
+    assert len(failures) == 1 and isinstance(failures[0], WriterFailed)
+    writer.close()
+    assert not writer.put_many(["z", "z"]) and len(batches) == 2
+
+
+async def test_a_queued_writer_puts_several_items_in_order() -> None:
+    sent: list[str] = []
+    done = asyncio.Event()
+
+    async def send(item: str) -> None:
+        sent.append(item)
+        if len(sent) == 3:
+            done.set()
+
+    writer: Writer[str] = Writer(send, lambda exc: None, name="t")
+    assert writer.put("a") and writer.put_many(["b", "c"])
+    await asyncio.wait_for(done.wait(), 5)
+    assert sent == ["a", "b", "c"]
+    writer.close()
+    assert not writer.put_many(["d"])
+
+
 @pytest.mark.parametrize("text", ["x" * n for n in (0, 1, 125, 126, 127, 300, 65535, 65536, 70_000)] + ["é" * 63, "é" * 64])
-def test_text_frames_are_the_websocket_frames_websockets_writes(text: str) -> None:
+@pytest.mark.parametrize("build", ["python", "c"])
+def test_text_frames_are_the_websocket_frames_websockets_writes(text: str, build: str) -> None:
+    if build == "c":
+        assert fastwire is not None, "voicegw._fastwire was not built (a C compiler is needed at install)"
+        frames = fastwire.text_frames
+    else:
+        frames = text_frames_py
     expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-    assert text_frames([text]) == expected
-    assert text_frames([text, "mark", text]) == expected + Frame(Opcode.TEXT, b"mark").serialize(mask=False) + expected
+    assert frames([text]) == expected
+    assert frames([text, "mark", text]) == expected + Frame(Opcode.TEXT, b"mark").serialize(mask=False) + expected
+    assert frames([]) == b""
+
+
+def test_the_gateway_writes_frames_with_the_c_build() -> None:
+    assert text_frames is fastwire.text_frames
+    with pytest.raises(TypeError):
+        fastwire.text_frames(("a tuple",))
+    with pytest.raises(TypeError):
+        fastwire.text_frames(["ok", b"bytes"])
 
 
 async def test_frames_written_at_once_reach_the_caller_as_separate_messages_in_order() -> None:

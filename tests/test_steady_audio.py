@@ -26,8 +26,8 @@ from voicegw.telephony import base as tel
 class NoSteadyCase(Playout):
     __slots__ = ()
 
-    def push_quiet(self, item_id: str, start_ms: float, end_ms: float, now: float) -> bool:
-        return False
+    def push_steady(self, item_id: str, start_ms: float, end_ms: float, now: float) -> str | None:
+        return None
 
 
 class GeneralWay(Timeline):
@@ -43,6 +43,7 @@ class PieceFirst(Timeline):
 
     def __init__(self, **options: Any) -> None:
         self.pieces = 0
+        self.marked = 0  # pieces that closed their playout chunk
         super().__init__(**options)
 
     def model(self, e: ev.ServerEvent, link: int | None = None) -> list[Action]:
@@ -56,6 +57,11 @@ class PieceFirst(Timeline):
                     self.pieces += 1
                     assert piece, "a steady piece has audio"
                     return self.feed([ToCaller(tel.PlayAudio(piece))])
+                if type(piece) is tuple:
+                    self.marked += 1
+                    payload, mark = piece
+                    assert payload and mark, "a marked piece has audio and a mark"
+                    return self.feed([ToCaller(tel.PlayAudio(payload)), ToCaller(tel.PlayMark(mark))])
                 return self.feed(piece)  # type: ignore[arg-type]
         return super().model(e, link)
 
@@ -93,3 +99,18 @@ def test_a_talking_call_is_mostly_steady_pieces_and_marks_still_go_out() -> None
         assert len(marks) >= 50 * 20 / MARK_EVERY_MS - 1, mode
         assert t.pieces >= 50 - len(marks) - 1, (mode, t.pieces, len(marks))
         assert len(intents(t.actions, tel.PlayAudio)) >= 49, mode
+        assert t.marked >= len(marks) - 1, (mode, t.marked, len(marks))  # the delta that closes a chunk
+
+
+def test_deltas_of_a_chunk_or_more_are_each_a_piece_with_its_mark() -> None:
+    """200 ms deltas (the local model's): each closes its own chunk, so each is a marked piece, and
+    the marks go out right after their audio."""
+    for mode, audio in (("g711_ulaw", ulaw), ("pcm16", pcm24)):
+        t = PieceFirst(audio_mode=mode)
+        t.model(ev.ResponseStarted("r1"))
+        t.model(ev.OutputItemAdded("r1", "i1", "message", "assistant"))
+        for _ in range(10):
+            t.model(ev.AudioDelta("r1", "i1", audio(200)))
+        assert t.marked >= 9 and t.pieces == 0, (mode, t.marked, t.pieces)
+        kinds = [type(a.intent).__name__ for a in t.actions if type(a) is ToCaller]  # type: ignore[union-attr]
+        assert kinds[-18:] == ["PlayAudio", "PlayMark"] * 9, (mode, kinds)

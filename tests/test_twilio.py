@@ -318,6 +318,14 @@ def test_outbound_frames_are_valid_json() -> None:
     assert json.loads(codec.clear(STREAM)) == {"event": "clear", "streamSid": STREAM}
 
 
+@pytest.mark.parametrize("name", ["m1", "m12345", "a.b-c_d", "", "ü1", "m²", "٣", 'say "hi"', "back\\slash", "new\nline"])
+def test_a_streams_mark_encoder_writes_what_mark_does(name: str) -> None:
+    """Names are ours ("m<n>"), told plain by `str` methods; anything else is escaped as JSON."""
+    text = codec.mark_encoder(STREAM)(name)
+    assert text == codec.mark(STREAM, name)
+    assert json.loads(text) == {"event": "mark", "streamSid": STREAM, "mark": {"name": name}}
+
+
 # ---------------------------------------------------------------------------------------------
 # REST actions against the fake HTTP client
 # ---------------------------------------------------------------------------------------------

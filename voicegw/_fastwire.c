@@ -15,6 +15,9 @@
  * head + str(seq) + '","audio":"' + audio + '"}', built in one buffer (no intermediate strings and
  * no encode) when both are ASCII, as base64 and our own head are; other text is encoded as UTF-8
  * the long way (0.39 -> 0.14 us).
+ *
+ * text_frames(texts) is `voicegw.telephony.fastmedia.text_frames`: several WebSocket text frames
+ * for the caller, written at once.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -165,6 +168,21 @@ static PyObject *delta_fields(PyObject *self, PyObject *const *args, Py_ssize_t 
 static const char AUDIO_KEY[] = "\",\"audio\":\"";
 static const char TAIL[] = "\"}";
 
+/* `seq` in decimal at `out` (at most 20 characters), without printf's format parsing */
+static int decimal(long long seq, char *out) {
+    char tmp[24];
+    int n = 0, neg = seq < 0;
+    unsigned long long v = neg ? 0ULL - (unsigned long long)seq : (unsigned long long)seq;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    int len = 0;
+    if (neg) out[len++] = '-';
+    while (n) out[len++] = tmp[--n];
+    return len;
+}
+
 static PyObject *append_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyLong_Check(args[1]) || !PyUnicode_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "append_message(head: str, seq: int, audio: str)");
@@ -182,7 +200,7 @@ static PyObject *append_message(PyObject *self, PyObject *const *args, Py_ssize_
         return out;
     }
     char digits[24];
-    int nd = snprintf(digits, sizeof(digits), "%lld", seq);
+    int nd = decimal(seq, digits);
     Py_ssize_t nh = PyUnicode_GET_LENGTH(head), na = PyUnicode_GET_LENGTH(audio);
     Py_ssize_t len = nh + nd + (Py_ssize_t)sizeof(AUDIO_KEY) - 1 + na + (Py_ssize_t)sizeof(TAIL) - 1;
     PyObject *out = PyBytes_FromStringAndSize(NULL, len);
@@ -196,7 +214,51 @@ static PyObject *append_message(PyObject *self, PyObject *const *args, Py_ssize_
     return out;
 }
 
+/* text_frames(texts: list[str]) -> bytes: server-to-client WebSocket text frames, one per text,
+ * back to back (RFC 6455 5.2: FIN and opcode 1, no mask, the length in 7, 7+16 or 7+64 bits), as
+ * `voicegw.telephony.fastmedia.text_frames` writes them (0.2 us for audio and its mark, against
+ * about 2 us for the Python). */
+static PyObject *text_frames(PyObject *self, PyObject *texts) {
+    if (!PyList_CheckExact(texts)) {
+        PyErr_SetString(PyExc_TypeError, "text_frames takes a list of str");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(texts), total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *t = PyList_GET_ITEM(texts, i);
+        Py_ssize_t n;
+        if (!PyUnicode_Check(t)) {
+            PyErr_SetString(PyExc_TypeError, "text_frames takes a list of str");
+            return NULL;
+        }
+        if (PyUnicode_AsUTF8AndSize(t, &n) == NULL) return NULL;  /* cached on the str; ASCII: its data */
+        total += n + (n < 126 ? 2 : n < 65536 ? 4 : 10);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n;
+        const char *data = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(texts, i), &n);
+        *o++ = 0x81;
+        if (n < 126) {
+            *o++ = (unsigned char)n;
+        } else if (n < 65536) {
+            *o++ = 126;
+            *o++ = (unsigned char)(n >> 8);
+            *o++ = (unsigned char)n;
+        } else {
+            *o++ = 127;
+            for (int b = 7; b >= 0; b--) *o++ = (unsigned char)((unsigned long long)n >> (8 * b));
+        }
+        memcpy(o, data, (size_t)n);
+        o += n;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"text_frames", text_frames, METH_O, "text_frames(texts: list[str]) -> bytes"},
     {"media_payload", media_payload, METH_O, "media_payload(text: str) -> str | None"},
     {"delta_fields", (PyCFunction)(void (*)(void))delta_fields, METH_FASTCALL,
      "delta_fields(delta_type: str, fallback, text: str) -> (response_id, item_id, delta, content_index) | None"},

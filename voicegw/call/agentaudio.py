@@ -23,7 +23,7 @@ Bounds:
 from __future__ import annotations
 
 import binascii
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 import pybase64
 
@@ -61,9 +61,19 @@ def _decode_strict(b64: str) -> tuple[bytes, str]:
         return b"", f"not valid base64 ({exc})"
 
 
-def played(piece: list[Action] | str) -> list[Action]:
-    """A piece of agent audio as actions: a steady piece (`str`) is exactly one PlayAudio."""
-    return [ToCaller(tel.PlayAudio(piece))] if type(piece) is str else piece  # type: ignore[list-item]
+# A piece of agent audio (`AgentAudio._emit_piece`): its actions, or one of the two steady outcomes
+# as data -- the payload to play (`str`), or the payload and the mark that follows it (`tuple`).
+Piece = Union[list[Action], str, tuple[str, str]]
+
+
+def played(piece: Piece) -> list[Action]:
+    """A piece of agent audio as actions: a steady piece is one PlayAudio, and its mark if it has one."""
+    kind = type(piece)
+    if kind is str:
+        return [ToCaller(tel.PlayAudio(piece))]  # type: ignore[arg-type]
+    if kind is tuple:
+        return [ToCaller(tel.PlayAudio(piece[0])), ToCaller(tel.PlayMark(piece[1]))]  # type: ignore[index]
+    return piece  # type: ignore[return-value]
 
 
 class AgentAudio:
@@ -71,9 +81,8 @@ class AgentAudio:
         """An audio delta's fields (`ev.AudioDelta`'s), from the live session."""
         return played(self._audio_piece(response_id, item_id, b64, now))
 
-    def _audio_piece(self: CallCore, response_id: str, item_id: str, b64: str, now: float) -> list[Action] | str:
-        """`_audio_delta`, with its commonest outcome as data: the payload itself (`str`) when all
-        the delta asks for is that one PlayAudio (see `_emit_piece`)."""
+    def _audio_piece(self: CallCore, response_id: str, item_id: str, b64: str, now: float) -> Piece:
+        """`_audio_delta`, with its commonest outcomes as data (see `_emit_piece`)."""
         r = self.responses
         if response_id in r.stale:
             return []
@@ -123,10 +132,12 @@ class AgentAudio:
         return played(self._emit_piece(item_id, ulaw_b64, end, now, response_id))
 
     def _emit_piece(self: CallCore, item_id: str, ulaw_b64: str, end: float, now: float,
-                    response_id: str | None = None) -> list[Action] | str:
-        """`_emit`; `ulaw_b64` itself in the steady case: the stream is up, no turn latency is
-        pending, the payload fits one frame and no mark goes out around it (`Playout.push_quiet`).
-        `_send_audio` would then return exactly one PlayAudio of it; the bridge plays it as is."""
+                    response_id: str | None = None) -> Piece:
+        """`_emit`, with its steady outcomes as data: the stream is up, no turn latency is pending,
+        the payload fits one frame and no mark goes out before it (`Playout.push_steady`). Then
+        `_send_audio` would return exactly one PlayAudio of it, and the PlayMark of the chunk it
+        closes if it closes one: `ulaw_b64` itself, or `(ulaw_b64, mark)`; the bridge plays them as
+        they are (`played` makes them actions)."""
         if not ulaw_b64:
             return []
         emitted = self.responses.emitted
@@ -143,9 +154,10 @@ class AgentAudio:
             self._pre_stream.append((item_id, ulaw_b64, start, end))
             self._pre_stream_ms += end - start
             return []
-        if len(ulaw_b64) <= _MAX_PLAY_CHARS and not self._awaiting_first_audio \
-                and self.playout.push_quiet(item_id, start, end, now):
-            return ulaw_b64
+        if len(ulaw_b64) <= _MAX_PLAY_CHARS and not self._awaiting_first_audio:
+            mark = self.playout.push_steady(item_id, start, end, now)
+            if mark is not None:
+                return (ulaw_b64, mark) if mark else ulaw_b64
         return self._send_audio(item_id, ulaw_b64, start, end, now)
 
     def _send_audio(self: CallCore, item_id: str, ulaw_b64: str, start: float, end: float, now: float) -> list[Action]:

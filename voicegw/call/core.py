@@ -23,7 +23,7 @@ from voicegw.audio.transcode import CallerToModel, ModelToCaller, model_bytes_pe
 from voicegw.call.actions import (
     Action, CancelTools, Control, EndCall, Log, OpenModel, RunTool, ToCaller, ToModel, UseAgent,
 )
-from voicegw.call.agentaudio import AgentAudio
+from voicegw.call.agentaudio import AgentAudio, Piece
 from voicegw.call.answering import Answering
 from voicegw.call.asides import POST_CALL, Aside, Asides
 from voicegw.call.badframes import FLOOD_PER_SECOND, FLOOD_SECONDS, BadFrameMeter
@@ -175,9 +175,9 @@ class CallCore(CallerAudioIn, BargeIn, ModelSessions, AgentAudio, Transcripts, A
         return self._audio_delta(response_id, item_id, audio_b64, now)
 
     def live_piece(self, response_id: str, item_id: str, audio_b64: str, now: float,
-                   link: int) -> list[Action] | str | None:
-        """`live_audio`, with its commonest outcome as data: the payload to play (`str`) when one
-        PlayAudio of it is all the delta asks for (`AgentAudio._emit_piece`)."""
+                   link: int) -> Piece | None:
+        """`live_audio`, with its commonest outcomes as data: the payload to play (`str`), or it and
+        the mark after it (`tuple`), when that is all the delta asks for (`AgentAudio._emit_piece`)."""
         if self.ended or link != self.link.live or self.asides:
             return None
         return self._audio_piece(response_id, item_id, audio_b64, now)

@@ -75,19 +75,19 @@ class Playout:
         self._open = chunk
         self.open_at = now
 
-    def push_quiet(self, item_id: str, start_ms: float, end_ms: float, now: float) -> bool:
-        """`push` when it sends no mark: the audio continues the open chunk, or opens one when none
-        is open, and leaves it short of MARK_EVERY_MS. False, and nothing done, otherwise."""
+    def push_steady(self, item_id: str, start_ms: float, end_ms: float, now: float) -> str | None:
+        """`push` when no mark goes out before the audio: the audio continues the open chunk, or
+        opens one when none is open. Returns the mark to send after it (the chunk now holds
+        MARK_EVERY_MS and is closed), or "" for none. None, and nothing done, when `push` would
+        close the open chunk first (it is another item's, or does not end where this piece starts)."""
         chunk = self._open
         if chunk is None:
-            if end_ms - start_ms >= MARK_EVERY_MS:
-                return False
             self.add(item_id, start_ms, end_ms, now)
-            return True
-        if chunk.item_id != item_id or chunk.end_ms != start_ms or end_ms - chunk.start_ms >= MARK_EVERY_MS:
-            return False
+            return self.close() if end_ms - start_ms >= MARK_EVERY_MS else ""
+        if chunk.item_id != item_id or chunk.end_ms != start_ms:
+            return None
         self._grow(chunk, start_ms, end_ms, now)
-        return True
+        return self.close() if end_ms - chunk.start_ms >= MARK_EVERY_MS else ""
 
     def _grow(self, chunk: Chunk, start_ms: float, end_ms: float, now: float) -> None:
         """The open `chunk` takes the audio from its end (`start_ms`) to `end_ms`."""

@@ -59,6 +59,13 @@ class Writer(Generic[T]):
             self._wake.set()
         return True
 
+    def put_many(self, items: list[T]) -> bool:
+        """`put` of each item, in order; False at the first that is dropped."""
+        for item in items:
+            if not self.put(item):
+                return False
+        return True
+
     def hold(self) -> bool:
         """Items go out one by one through the queue: nothing to hold (see `DirectWriter.hold`)."""
         return False
@@ -177,6 +184,26 @@ class DirectWriter(Generic[T]):
             self._fail(WriterFailed(f"{self.name}: over {self._max} bytes unsent, the peer is not reading"))
             return False
         return True
+
+    def put_many(self, items: list[T]) -> bool:
+        """`put` of each item, in order, in one write (`send_many`) when there are several."""
+        if self._closed:
+            return False
+        held = self._held
+        if held is not None:
+            held.extend(items)
+            return True
+        if len(items) < 2 or self._send_many is None:
+            for item in items:
+                if not self.put(item):
+                    return False
+            return True
+        try:
+            self._send_many(items)
+        except Exception as exc:  # noqa: BLE001 - as `put`
+            self._fail(exc)
+            return False
+        return self._check_buffered()
 
     def hold(self) -> bool:
         """Keep what is put from now on until `release`, then write it all at once: an action list's

@@ -110,6 +110,10 @@ class MediaStreamCodec(Protocol):
         (the hot path: 50 frames a second per call)."""
         ...
 
+    def mark_encoder(self, stream_sid: str) -> Callable[[str], str]:
+        """`encode` of `PlayMark(name)` on one stream, as a function of the name alone."""
+        ...
+
 
 @dataclass(frozen=True)
 class CallControl:

@@ -85,6 +85,12 @@ def _media_payload(text: str) -> str | None:
     return None if len(payload) & 3 else payload
 
 
+def _quoted_name(name: str) -> str:
+    """A mark name as a JSON string: ours ("m<n>") need no escaping, and are told by `str` methods
+    before the pattern is asked."""
+    return '"' + name + '"' if (name.isascii() and name.isalnum()) or _PLAIN_NAME(name) else json.dumps(name)
+
+
 def _bad(error: str, text: str) -> BadFrame:
     return BadFrame(error=error, raw=text[:500])
 
@@ -284,9 +290,13 @@ class TwilioMediaCodec:
     def media(self, stream_sid: str, payload_b64: str) -> str:
         return '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"' + payload_b64 + '"}}'
 
+    def mark_encoder(self, stream_sid: str) -> Callable[[str], str]:
+        """`mark` for one stream, as a function of the name only (a mark per chunk of agent audio)."""
+        head = '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":'
+        return lambda name: head + _quoted_name(name) + "}}"
+
     def mark(self, stream_sid: str, name: str) -> str:
-        quoted = '"' + name + '"' if _PLAIN_NAME(name) else json.dumps(name)  # ours ("m<n>") need no escaping
-        return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":' + quoted + "}}"
+        return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":' + _quoted_name(name) + "}}"
 
     def clear(self, stream_sid: str) -> str:
         return '{"event":"clear","streamSid":"' + stream_sid + '"}'
