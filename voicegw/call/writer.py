@@ -198,12 +198,7 @@ class DirectWriter(Generic[T]):
                 if not self.put(item):
                     return False
             return True
-        try:
-            self._send_many(items)
-        except Exception as exc:  # noqa: BLE001 - as `put`
-            self._fail(exc)
-            return False
-        return self._check_buffered()
+        return self._write(items)
 
     def hold(self) -> bool:
         """Keep what is put from now on until `release`, then write it all at once: an action list's
@@ -219,11 +214,15 @@ class DirectWriter(Generic[T]):
         held, self._held = self._held, None
         if not held or self._closed:
             return not self._closed
+        return self._write(held)
+
+    def _write(self, items: list[T]) -> bool:
+        """Write `items` at once (one item through `send_now`); False when the writer failed."""
         try:
-            if len(held) == 1:
-                self._send(held[0])
+            if len(items) == 1:
+                self._send(items[0])
             else:
-                self._send_many(held)  # type: ignore[misc]  # set when `hold` said True
+                self._send_many(items)  # type: ignore[misc]  # set when `hold` said True, or checked
         except Exception as exc:  # noqa: BLE001 - as `put`
             self._fail(exc)
             return False
