@@ -798,15 +798,23 @@ async def test_the_caller_lane_leaves_sampled_frames_to_the_timed_way_and_record
     assert recorded.caller_lane() is None  # the recorder takes every caller frame with its timestamp
 
 
+async def answered_on_picows(deltas: list[str], listening: bool = False) -> tuple[Call, DirectMediaSocket]:
+    """A started call on a picows-like caller socket whose model answers with `deltas`; `listening`:
+    the model link hands deltas to the bridge's `on_audio` first, as the real link does."""
+    call = Call()
+    if listening:
+        call.model.kind = ListeningModelConnection
+    ws = call.ws = DirectMediaSocket(call.pulse, call.timeline)
+    await call.start()
+    call.conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message", "assistant"),
+                   *[ev.AudioDelta("r1", "i1", d) for d in deltas])
+    return call, ws
+
+
 async def test_an_action_lists_frames_for_the_caller_go_out_in_one_write() -> None:
     """Audio and the mark that closes its chunk are written together: one system call, one TCP
     segment. Audio alone is written as it comes, and the order of frames is the core's."""
-    call = Call()
-    call.ws = DirectMediaSocket(call.pulse, call.timeline)
-    await call.start()
-    ws = call.ws
-    call.conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message", "assistant"),
-                   *[ev.AudioDelta("r1", "i1", ulaw(i, 320)) for i in range(5)])  # 40 ms each
+    call, ws = await answered_on_picows([ulaw(i, 320) for i in range(5)])  # 40 ms each
     await call.pulse.until(lambda: sum(map(len, ws.writes)) == 6, "five pieces of audio and a mark")
     kinds = [[json.loads(f)["event"] for f in write] for write in ws.writes]
     assert kinds == [["media"], ["media"], ["media", "mark"], ["media"], ["media"]]  # 120 ms: the chunk's mark
@@ -818,13 +826,7 @@ async def test_an_action_lists_frames_for_the_caller_go_out_in_one_write() -> No
 async def test_a_delta_that_closes_its_chunk_goes_out_with_its_mark_in_one_write() -> None:
     """The steady state's way (`on_audio`): 200 ms deltas each close a playout chunk; each is one
     write of its audio and its mark, the marks come back and the accounting follows them."""
-    call = Call()
-    call.model.kind = ListeningModelConnection
-    call.ws = DirectMediaSocket(call.pulse, call.timeline)
-    await call.start()
-    ws = call.ws
-    call.conn.feed(ev.ResponseStarted("r1"), ev.OutputItemAdded("r1", "i1", "message", "assistant"),
-                   *[ev.AudioDelta("r1", "i1", ulaw(i, 1600)) for i in range(4)])  # 200 ms each
+    call, ws = await answered_on_picows([ulaw(i, 1600) for i in range(4)], listening=True)  # 200 ms each
     await call.pulse.until(lambda: sum(map(len, ws.writes)) == 8, "four deltas and their marks")
     kinds = [[json.loads(f)["event"] for f in write] for write in ws.writes]
     assert kinds == [["media", "mark"]] * 4

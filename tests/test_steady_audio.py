@@ -86,15 +86,22 @@ def test_the_steady_piece_is_exactly_what_the_general_way_does(verdict: str | No
     assert state(pieces) == state(general)
 
 
+def answered(mode: str, delta_ms: int, deltas: int) -> PieceFirst:
+    """A call whose model answers with `deltas` deltas of `delta_ms`, taken as the bridge takes them."""
+    audio = ulaw if mode == "g711_ulaw" else pcm24
+    t = PieceFirst(audio_mode=mode)
+    t.model(ev.ResponseStarted("r1"))
+    t.model(ev.OutputItemAdded("r1", "i1", "message", "assistant"))
+    for _ in range(deltas):
+        t.model(ev.AudioDelta("r1", "i1", audio(delta_ms)))
+    return t
+
+
 def test_a_talking_call_is_mostly_steady_pieces_and_marks_still_go_out() -> None:
     """Not vacuous: 20 ms deltas of one answer are steady pieces except every one that brings the
     open chunk to MARK_EVERY_MS (its mark follows the audio)."""
-    for mode, audio in (("g711_ulaw", ulaw), ("pcm16", pcm24)):
-        t = PieceFirst(audio_mode=mode)
-        t.model(ev.ResponseStarted("r1"))
-        t.model(ev.OutputItemAdded("r1", "i1", "message", "assistant"))
-        for _ in range(50):
-            t.model(ev.AudioDelta("r1", "i1", audio(20)))
+    for mode in ("g711_ulaw", "pcm16"):
+        t = answered(mode, 20, 50)
         marks = intents(t.actions, tel.PlayMark)
         assert len(marks) >= 50 * 20 / MARK_EVERY_MS - 1, mode
         assert t.pieces >= 50 - len(marks) - 1, (mode, t.pieces, len(marks))
@@ -105,12 +112,8 @@ def test_a_talking_call_is_mostly_steady_pieces_and_marks_still_go_out() -> None
 def test_deltas_of_a_chunk_or_more_are_each_a_piece_with_its_mark() -> None:
     """200 ms deltas (the local model's): each closes its own chunk, so each is a marked piece, and
     the marks go out right after their audio."""
-    for mode, audio in (("g711_ulaw", ulaw), ("pcm16", pcm24)):
-        t = PieceFirst(audio_mode=mode)
-        t.model(ev.ResponseStarted("r1"))
-        t.model(ev.OutputItemAdded("r1", "i1", "message", "assistant"))
-        for _ in range(10):
-            t.model(ev.AudioDelta("r1", "i1", audio(200)))
+    for mode in ("g711_ulaw", "pcm16"):
+        t = answered(mode, 200, 10)
         assert t.marked >= 9 and t.pieces == 0, (mode, t.marked, t.pieces)
         kinds = [type(a.intent).__name__ for a in t.actions if type(a) is ToCaller]  # type: ignore[union-attr]
         assert kinds[-18:] == ["PlayAudio", "PlayMark"] * 9, (mode, kinds)

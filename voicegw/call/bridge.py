@@ -364,12 +364,11 @@ class CallBridge:
             kind = type(piece)
             if kind is str:  # one PlayAudio of it, as data
                 self._play(piece)  # type: ignore[arg-type]
-                self._lane.retime()
             elif kind is tuple:  # and the mark after it
                 self._play_marked(piece)  # type: ignore[arg-type]
-                self._lane.retime()
             else:
-                self._run_audio(piece)  # type: ignore[arg-type]
+                self._act(piece)  # type: ignore[arg-type]
+            self._lane.retime()  # as `_run_audio`
             return True
 
         reason = "closed by the model"
