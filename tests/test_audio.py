@@ -8,12 +8,17 @@ so a stream cut anywhere must equal the whole signal resampled at once bit for b
 from __future__ import annotations
 
 import base64
+import contextlib
+import platform
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import voicegw.compiled
 from voicegw.audio import g711, resample
 from voicegw.audio.resample import DELAY_MS, StreamResampler
 from voicegw.audio.transcode import (
@@ -147,32 +152,69 @@ def test_the_compiled_filter_was_built() -> None:
     assert resample.COMPILED, "voicegw.audio._fir was not built (see setup.py)"
 
 
+def _kernels() -> list[str]:
+    """The C filter's kernels this machine runs: the portable one, and AVX2 where the CPU has it."""
+    fir = voicegw.compiled.fir
+    if fir is None:
+        return []
+    try:
+        fir.use_kernel(fir.use_kernel("avx2"))
+    except ValueError:
+        return ["portable"]
+    return ["avx2", "portable"]
+
+
+@contextlib.contextmanager
+def running(kernel: str) -> Iterator[None]:
+    before = voicegw.compiled.fir.use_kernel(kernel)
+    try:
+        yield
+    finally:
+        voicegw.compiled.fir.use_kernel(before)
+
+
+@pytest.mark.parametrize("kernel", _kernels())
 @given(direction=st.sampled_from(DIRECTIONS), seed=st.integers(0, 2**32 - 1),
        cuts=st.lists(st.integers(0, 700), min_size=1, max_size=12), scale=st.sampled_from([50, 8000, 60000]),
        reset_at=st.integers(-1, 11))
 @settings(max_examples=150, deadline=None)
-def test_the_compiled_filter_equals_the_numpy_one_bit_for_bit(direction: tuple[int, int], seed: int,
+def test_the_compiled_filter_equals_the_numpy_one_bit_for_bit(kernel: str, direction: tuple[int, int], seed: int,
                                                               cuts: list[int], scale: int, reset_at: int) -> None:
     """Any stream, cut anywhere (odd pieces, empty ones, a reset in the middle, loud enough to
-    clip), gives the same bytes, the same held audio and the same flush from both."""
+    clip), gives the same bytes, the same held audio and the same flush from both, with either
+    of the C filter's kernels."""
     rng = np.random.default_rng(seed)
-    c, n = StreamResampler(*direction, compiled=True), StreamResampler(*direction, compiled=False)
-    for i, size in enumerate(cuts):
-        piece = (rng.standard_normal(size) * scale).clip(-32768, 32767).astype(np.int16).tobytes()
-        assert c.process(piece) == n.process(piece)
-        assert c.latency_ms == n.latency_ms
-        if i == reset_at:
-            c.reset()
-            n.reset()
-    assert c.flush() == n.flush()
+    with running(kernel):
+        c, n = StreamResampler(*direction, compiled=True), StreamResampler(*direction, compiled=False)
+        for i, size in enumerate(cuts):
+            piece = (rng.standard_normal(size) * scale).clip(-32768, 32767).astype(np.int16).tobytes()
+            assert c.process(piece) == n.process(piece)
+            assert c.latency_ms == n.latency_ms
+            if i == reset_at:
+                c.reset()
+                n.reset()
+        assert c.flush() == n.flush()
+
+
+def test_the_filter_runs_its_fastest_kernel_here() -> None:
+    """Where the CPU has AVX2, that kernel is the one the module picked when it loaded."""
+    cpu_has_avx2 = platform.machine() == "x86_64" and " avx2" in Path("/proc/cpuinfo").read_text()
+    loaded_with = voicegw.compiled.fir.use_kernel("portable")
+    voicegw.compiled.fir.use_kernel(loaded_with)
+    assert loaded_with == ("avx2" if cpu_has_avx2 else "portable")
+
+
+def _shift(direction: tuple[int, int]) -> int:
+    return resample._UP_SHIFT if direction[0] < direction[1] else resample._DOWN_SHIFT
+
 
 def _tie_stream(coefs: np.ndarray, direction: tuple[int, int]) -> np.ndarray:
     """Two adjacent samples whose weighted sum lands exactly halfway between two output values
-    (a sum of 2**23 modulo 2**24), placed where one output of the numpy path takes them: random
-    streams almost never round a tie, and ties must go to even as numpy's rint sends them."""
-    m, a = 1 << 24, np.arange(-32768, 32768, dtype=np.int64)
+    (half a step modulo the coefficients' scale), placed where one output of the numpy path takes
+    them: random streams seldom round a tie, and both paths must send it the same way (up)."""
+    m, a = 1 << _shift(direction), np.arange(-32768, 32768, dtype=np.int64)
     for c1, c2 in zip(coefs[:-1].astype(np.int64), coefs[1:].astype(np.int64)):
-        if c2 % 2:  # invertible modulo 2**24: b = (2**23 - a c1) / c2
+        if c2 % 2:  # invertible modulo 2**shift: b = (half - a c1) / c2
             b = (m // 2 - a * int(c1)) * pow(int(c2), -1, m) % m
             b = np.where(b >= m // 2, b - m, b)
             ok = np.flatnonzero((b >= -32768) & (b <= 32767))
@@ -181,19 +223,20 @@ def _tie_stream(coefs: np.ndarray, direction: tuple[int, int]) -> np.ndarray:
                 for pos in range(0, 130):
                     x = np.zeros(400, dtype=np.int16)
                     x[pos], x[pos + 1] = va, vb
-                    acc = StreamResampler(*direction, compiled=False)._run(x).astype(np.int64)
+                    acc = StreamResampler(*direction, compiled=False)._run(x)
                     if ((acc % m == m // 2) & (abs(acc) < 32767 * m)).any():  # a tie, not clipped
                         return x
     raise AssertionError("no stream with a rounding tie found")
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_the_compiled_filter_rounds_ties_to_even_as_numpy(direction: tuple[int, int]) -> None:
-    coefs = resample._UP_P.ravel() if direction[0] < direction[1] else resample._DOWN_H
+@pytest.mark.parametrize("kernel", _kernels())
+def test_the_compiled_filter_rounds_ties_as_numpy(direction: tuple[int, int], kernel: str) -> None:
+    coefs = resample._UP_P[:, 1] if direction[0] < direction[1] else resample._DOWN_H
     x = _tie_stream(coefs, direction).tobytes()
-    c, n = StreamResampler(*direction, compiled=True), StreamResampler(*direction, compiled=False)
-    assert c.process(x) == n.process(x)
-
+    with running(kernel):
+        c, n = StreamResampler(*direction, compiled=True), StreamResampler(*direction, compiled=False)
+        assert c.process(x) == n.process(x)
 
 
 @pytest.mark.parametrize("in_rate, out_rate", DIRECTIONS)
@@ -217,12 +260,18 @@ def test_streamed_equals_one_shot(in_rate: int, out_rate: int) -> None:
     assert np.array_equal(streamed, whole)
 
 
-def textbook(in_rate: int, out_rate: int, x: np.ndarray) -> np.ndarray:
+def textbook(in_rate: int, out_rate: int, x: np.ndarray, rounded: bool = True) -> np.ndarray:
     """Zero-stuff (up) or keep every third sample (down) around a plain convolution with the
-    prototype filter, delay-compensated; float, before rounding and clipping."""
+    prototype filter, delay-compensated; float, before rounding and clipping. `rounded`: the
+    filter as the resampler has it, its coefficients rounded to integer steps (then every sum
+    here is exact in float64); else the designed filter."""
+    up = out_rate > in_rate
     h = resample._H
+    if rounded:  # the upsampling phases' taps, back in filter order (gain 3 included)
+        h = resample._UP_P[::-1].ravel()[:len(h)] / 3.0 if up else resample._DOWN_H.astype(np.float64)
+        h = h / 2.0 ** (resample._UP_SHIFT if up else resample._DOWN_SHIFT)
     d = (len(h) - 1) // 2
-    if out_rate > in_rate:
+    if up:
         xu = np.zeros(len(x) * 3)
         xu[::3] = x
         return np.convolve(xu, 3 * h)[d:d + len(xu)]
@@ -230,17 +279,21 @@ def textbook(in_rate: int, out_rate: int, x: np.ndarray) -> np.ndarray:
 
 
 def to_int16(ref: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(ref), -32768, 32767)
+    """Rounded half up (as the resampler rounds) and clipped."""
+    return np.clip(np.floor(ref + 0.5), -32768, 32767)
 
 
 @pytest.mark.parametrize("in_rate, out_rate", DIRECTIONS)
 def test_one_shot_is_the_textbook_filter(in_rate: int, out_rate: int) -> None:
-    # The polyphase bookkeeping must not change a thing (1 LSB: coefficients are rounded).
+    # The polyphase bookkeeping must not change a thing...
     x = speechlike(in_rate, 0.5, seed=2)
     ref = textbook(in_rate, out_rate, x)
     got = one_shot(in_rate, out_rate, x)
     assert len(got) == len(ref)
-    assert np.abs(got - to_int16(ref)).max() <= 1
+    assert np.array_equal(got, to_int16(ref))
+    # ...and rounding the coefficients to integer steps stays 70 dB under the signal
+    ideal = textbook(in_rate, out_rate, x, rounded=False)
+    assert db(rms(got - ideal) / rms(ideal)) <= -70.0
 
 
 @settings(max_examples=60, deadline=None)
@@ -360,7 +413,7 @@ def test_output_is_rounded_and_clipped(in_rate: int, out_rate: int) -> None:
     ref = textbook(in_rate, out_rate, sq)
     assert ref.max() > 33000 and ref.min() < -33000  # the filter's ringing overshoots int16
     assert y.max() == 32767 and y.min() == -32768
-    assert np.abs(y - to_int16(ref)).max() <= 1
+    assert np.array_equal(y, to_int16(ref))
 
 
 @pytest.mark.parametrize("in_rate, out_rate", DIRECTIONS)

@@ -8,8 +8,10 @@ for any stream: any lengths, odd deltas, resets and flushes anywhere, clipping l
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from typing import Iterator
 
 import numpy as np
 import pybase64
@@ -143,3 +145,42 @@ def test_a_delta_converts_alike_with_its_arguments_named() -> None:
         down.convert("AAAA", b"", raw=b"")
     with pytest.raises(TypeError):
         ref.convert("AAAA", b"", raw=b"")
+
+
+@contextlib.contextmanager
+def coefficients(up: np.ndarray, down: np.ndarray) -> Iterator[None]:
+    """Other coefficients, in C and in the numpy path, for the duration."""
+    saved = resample._UP_PF, resample._DOWN_HF
+    _fir.set_coefficients(up.astype(np.int16).tobytes(), down.astype(np.int16).tobytes())
+    resample._UP_PF, resample._DOWN_HF = up.astype(np.float64), down.astype(np.float64)
+    try:
+        yield
+    finally:
+        _fir.set_coefficients(resample._UP_P.astype(np.int16).tobytes(), resample._DOWN_H.astype(np.int16).tobytes())
+        resample._UP_PF, resample._DOWN_HF = saved
+
+
+def test_an_upsampling_phase_zero_that_is_not_a_delay_is_filtered() -> None:
+    """The C copies upsampling's phase 0 while it is a plain delay; any other phase 0 is filtered,
+    as numpy does it."""
+    up = resample._UP_P.copy()
+    up[18:23, 0] = [-300, 2000, 14000, 2000, -300]
+    x = (np.random.default_rng(5).standard_normal(1000) * 9000).clip(-32768, 32767).astype(np.int16).tobytes()
+    with coefficients(up, resample._DOWN_H):
+        c = resample.StreamResampler(8000, 24000, compiled=True)
+        n = resample.StreamResampler(8000, 24000, compiled=False)
+        assert c.process(x) == n.process(x)
+        assert c.flush() == n.flush()
+
+
+def test_coefficients_that_could_overflow_32_bits_are_refused() -> None:
+    loud = resample._DOWN_H.copy()
+    loud[::2] = 1200  # magnitudes summing to 3.1 times 2**15: full-scale input could pass 2**31
+    with pytest.raises(ValueError, match="overflow"):
+        _fir.set_coefficients(resample._UP_P.astype(np.int16).tobytes(), loud.astype(np.int16).tobytes())
+    with pytest.raises(ValueError, match="wrong size"):
+        _fir.set_coefficients(b"\0" * 10, resample._DOWN_H.astype(np.int16).tobytes())
+    # a refused call leaves the filter as it was
+    x = (np.random.default_rng(6).standard_normal(960) * 9000).astype(np.int16).tobytes()
+    c, n = resample.StreamResampler(24000, 8000, compiled=True), resample.StreamResampler(24000, 8000, compiled=False)
+    assert c.process(x) == n.process(x)

@@ -1,109 +1,150 @@
 /* The factor-3 polyphase FIR of voicegw.audio.resample, in C: one call per 20 ms frame.
  *
- * Same arithmetic as the numpy path, so the output is bit-identical: integer-valued coefficients
- * (the low-pass scaled by 2**24, set once from Python) and double accumulators whose every
- * product and partial sum is an integer below 2**53 (exact, in any order), then rounding to
- * nearest with ties to even (numpy's rint) and clipping to int16. The loops run over the outputs
- * innermost, so the compiler vectorises them. A Stream (below) keeps one direction's state.
+ * Integer arithmetic, the numpy path's own, so the output is bit-identical: int16 samples times
+ * int16 coefficients (the low-pass scaled by 2**14 for upsampling's phases and by 2**15 for
+ * downsampling, set once from Python), summed in int32, then (sum + half) >> shift (rounding
+ * half up) and clipped to int16. No sum can overflow: set_coefficients refuses a phase whose
+ * coefficient magnitudes, times 32768, reach 2**31.
+ *
+ * Two adjacent samples times two adjacent taps, summed, is one 32-bit lane of x86's pmaddwd: the
+ * AVX2 kernel does 16 products per instruction, where double-precision FMA did 4. Each phase's
+ * samples are packed as overlapping pairs (x[j], x[j + 1]) and its taps as pairs (c[2t],
+ * c[2t + 1]), so lane m of tap pair t reads pair m + 2t. The portable kernel computes the same
+ * sums one output at a time (the tests hold the two to each other and to numpy). Upsampling's
+ * phase 0 is a plain delay (the low-pass is a third-band filter), so it is copied, not filtered.
+ * A Stream (below) keeps one direction's state.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
-#include <math.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define AVX2_KERNEL 1
+#endif
 
 #define FACTOR 3
 #define UP_TAPS 41   /* per phase */
 #define UP_HIST (UP_TAPS - 1)
 #define DOWN_TAPS 121
+#define PAIRS 21     /* tap pairs per phase: 41 taps (40 in two of downsampling's phases), then zeros */
+#define UP_SHIFT 14
+#define DOWN_SHIFT 15
+#define LANES 8      /* outputs per vector */
 
-static double up_p[UP_TAPS][FACTOR];  /* row i = window position i, column r = output phase */
-static double down_h[DOWN_TAPS];
-static int ready = 0;
-
-/* numpy's rint (ties to even, the default rounding mode) of the exact sum times 2**-24 (exact: a
- * power of two), clipped: a loop of these vectorises (roundpd, minpd, maxpd) */
-static inline int16_t to_pcm16(double sum) {
-    double y = rint(sum * (1.0 / 16777216.0));
-    y = y > 32767.0 ? 32767.0 : y;
-    y = y < -32768.0 ? -32768.0 : y;
-    return (int16_t)(int32_t)y;
-}
-
-static PyObject *set_coefficients(PyObject *self, PyObject *args) {
-    Py_buffer up, down;
-    if (!PyArg_ParseTuple(args, "y*y*", &up, &down)) return NULL;
-    if (up.len != (Py_ssize_t)sizeof(up_p) || down.len != (Py_ssize_t)sizeof(down_h)) {
-        PyBuffer_Release(&up);
-        PyBuffer_Release(&down);
-        PyErr_SetString(PyExc_ValueError, "coefficients of the wrong size");
-        return NULL;
-    }
-    memcpy(up_p, up.buf, sizeof(up_p));
-    memcpy(down_h, down.buf, sizeof(down_h));
-    ready = 1;
-    PyBuffer_Release(&up);
-    PyBuffer_Release(&down);
-    Py_RETURN_NONE;
-}
-
-/* The products, BLOCK outputs at a time in independent accumulators (held in registers, so the
- * adds pipeline) while the taps go by. This and `run` (which inlines the conversions, rounding
- * and clipping) are compiled for x86-64-v4 (AVX-512) and x86-64-v3 (AVX2, FMA) too, chosen when
- * the module loads by what the CPU has: on an AVX-512 machine, 1.2 / 1.8 us per 20 ms frame up /
- * down against 1.9 / 2.2 with only the filter loop for AVX2 (the baseline build of `run` called
- * libm's rint per sample). FMA changes nothing: every product and sum is exact. */
-#define BLOCK 32
+/* the loops around the kernel (packing pairs, rounding, interleaving) are compiled for x86-64-v3
+ * (AVX2) too, chosen when the module loads by what the CPU has, so that they are vectorised */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CLONES
 #endif
 
-/* a[m] += sum over i < taps of x[m + i] * c[i * stride], for m < k */
-CLONES static void fir_add(const double *x, Py_ssize_t k, const double *c, int taps, int stride, double *a) {
-    Py_ssize_t m = 0;
-    for (; m + BLOCK <= k; m += BLOCK) {
-        double s[BLOCK] = {0};
-        for (int i = 0; i < taps; i++) {
-            const double ci = c[i * stride], *w = x + m + i;
-            for (int t = 0; t < BLOCK; t++) s[t] += w[t] * ci;
-        }
-        for (int t = 0; t < BLOCK; t++) a[m + t] += s[t];
+static int32_t up_pair[FACTOR][PAIRS];    /* phase r's window taps 2t, 2t + 1 (row i = window position i) */
+static int32_t down_pair[FACTOR][PAIRS];  /* phase p's taps h[3i + p] for i = 2t, 2t + 1 */
+static int up_delay = -1;  /* the window position upsampling's phase 0 copies, or -1: it is filtered */
+static int ready = 0;
+static int avx2 = 0;       /* the AVX2 kernel runs (the CPU has it and use_kernel did not say otherwise) */
+
+static inline int32_t pack(int16_t lo, int16_t hi) {
+    return (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
+}
+
+static inline int16_t rounded(int32_t sum, int shift) {
+    int32_t y = (sum + (1 << (shift - 1))) >> shift;  /* arithmetic shift: floor */
+    return (int16_t)(y > 32767 ? 32767 : y < -32768 ? -32768 : y);
+}
+
+/* set_coefficients(up: int16[41][3], down: int16[121]): row i of up = window position i */
+static PyObject *set_coefficients(PyObject *self, PyObject *args) {
+    Py_buffer up, down;
+    if (!PyArg_ParseTuple(args, "y*y*", &up, &down)) return NULL;
+    PyObject *result = NULL;
+    if (up.len != (Py_ssize_t)(UP_TAPS * FACTOR * 2) || down.len != (Py_ssize_t)(DOWN_TAPS * 2)) {
+        PyErr_SetString(PyExc_ValueError, "coefficients of the wrong size");
+        goto done;
     }
-    for (; m < k; m++) {
-        double s = 0;
-        for (int i = 0; i < taps; i++) s += x[m + i] * c[i * stride];
+    int16_t u[UP_TAPS][FACTOR], h[DOWN_TAPS + 2 * FACTOR * PAIRS] = {0};
+    memcpy(u, up.buf, sizeof(u));
+    memcpy(h, down.buf, DOWN_TAPS * 2);
+    long long down_sum = 0;
+    for (int i = 0; i < DOWN_TAPS; i++) down_sum += h[i] < 0 ? -h[i] : h[i];
+    for (int r = 0; r < FACTOR; r++) {
+        long long up_sum = 0;
+        for (int i = 0; i < UP_TAPS; i++) up_sum += u[i][r] < 0 ? -u[i][r] : u[i][r];
+        if (up_sum * 32768 + (1 << (UP_SHIFT - 1)) >= (1LL << 31)
+                || down_sum * 32768 + (1 << (DOWN_SHIFT - 1)) >= (1LL << 31)) {
+            PyErr_SetString(PyExc_ValueError, "coefficients whose sums could overflow 32 bits");
+            goto done;
+        }
+    }
+    for (int r = 0; r < FACTOR; r++)
+        for (int t = 0; t < PAIRS; t++) {
+            up_pair[r][t] = pack(u[2 * t][r], 2 * t + 1 < UP_TAPS ? u[2 * t + 1][r] : 0);
+            down_pair[r][t] = pack(h[FACTOR * 2 * t + r], h[FACTOR * (2 * t + 1) + r]);
+        }
+    up_delay = -1;
+    for (int i = 0, nonzero = 0; i < UP_TAPS; i++) {
+        if (u[i][0] == 0) continue;
+        up_delay = ++nonzero == 1 && u[i][0] == (1 << UP_SHIFT) ? i : -1;
+        if (up_delay < 0) break;
+    }
+    ready = 1;
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&up);
+    PyBuffer_Release(&down);
+    return result;
+}
+
+/* a[m] += sum over t < PAIRS of the pmaddwd of p[m + 2t] and c[t], for m < k8 (a multiple of LANES) */
+static void madd_portable(const int32_t *p, Py_ssize_t k8, const int32_t *c, int32_t *a) {
+    for (Py_ssize_t m = 0; m < k8; m++) {
+        int32_t s = 0;
+        for (int t = 0; t < PAIRS; t++) {
+            int32_t v = p[m + 2 * t];
+            s += (int32_t)(int16_t)(v & 0xffff) * (int16_t)(c[t] & 0xffff)
+                 + (int32_t)(int16_t)(v >> 16) * (int16_t)(c[t] >> 16);
+        }
         a[m] += s;
     }
 }
 
-/* upsampling: 3 * nx outputs, interleaved (z[3q], z[3q + 1], z[3q + 2]), into `out`; `scratch`
- * holds 3 * nx more */
-static void up_all(const double *buf, Py_ssize_t nx, double *scratch, double *out) {
-    for (Py_ssize_t i = 0; i < FACTOR * nx; i++) scratch[i] = 0.0;
-    for (int r = 0; r < FACTOR; r++) fir_add(buf, nx, &up_p[0][r], UP_TAPS, FACTOR, scratch + r * nx);
-    for (Py_ssize_t q = 0; q < nx; q++)
-        for (int r = 0; r < FACTOR; r++) out[FACTOR * q + r] = scratch[r * nx + q];
+#ifdef AVX2_KERNEL
+__attribute__((target("avx2"))) static void madd_avx2(const int32_t *p, Py_ssize_t k8, const int32_t *c, int32_t *a) {
+    for (Py_ssize_t m = 0; m < k8; m += LANES) {
+        __m256i s0 = _mm256_loadu_si256((const __m256i *)(a + m)), s1 = _mm256_setzero_si256();
+        const int32_t *q = p + m;
+        for (int t = 0; t + 1 < PAIRS; t += 2) {  /* two chains of adds */
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(q + 2 * t)),
+                                                         _mm256_set1_epi32(c[t])));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(q + 2 * t + 2)),
+                                                         _mm256_set1_epi32(c[t + 1])));
+        }
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(q + 2 * (PAIRS - 1))),
+                                                     _mm256_set1_epi32(c[PAIRS - 1])));
+        _mm256_storeu_si256((__m256i *)(a + m), _mm256_add_epi32(s0, s1));
+    }
 }
+#endif
 
-/* downsampling: output m is the window buf[3m .. 3m + 120], computed as three polyphase FIRs over
- * the de-interleaved input (`xp`, `len` samples per phase): y[m] = sum over p and i of
- * h[3i + p] * x[3(m + i) + p] (41, 40 and 40 taps) */
-static void down_all(const double *buf, Py_ssize_t n, Py_ssize_t k, Py_ssize_t len, double *xp, double *out) {
-    for (int p = 0; p < FACTOR; p++)
-        for (Py_ssize_t i = 0; i < len; i++) xp[p * len + i] = FACTOR * i + p < n ? buf[FACTOR * i + p] : 0.0;
-    for (Py_ssize_t m = 0; m < k; m++) out[m] = 0.0;
-    for (int p = 0; p < FACTOR; p++)
-        fir_add(xp + p * len, k, down_h + p, (DOWN_TAPS - p + FACTOR - 1) / FACTOR, FACTOR, out);
+static void madd(const int32_t *p, Py_ssize_t k8, const int32_t *c, int32_t *a) {
+#ifdef AVX2_KERNEL
+    if (avx2) {
+        madd_avx2(p, k8, c, a);
+        return;
+    }
+#endif
+    madd_portable(p, k8, c, a);
 }
 
 /* ------------------------------------------------------------------------------------------
  * Stream: one direction of one call's resampler, its state kept here (what StreamResampler keeps
- * in Python on the numpy path): the history as doubles, the pre-ringing still to drop, the samples
- * taken and given, and the odd byte a model delta may end with. Besides the resampler's own
- * methods it has the two conversions the call makes per message, each one C call from the
- * Python that asks for it (base64 by pybase64's functions, set once with the mu-law tables):
+ * in Python on the numpy path): the history, the pre-ringing still to drop, the samples taken and
+ * given, and the odd byte a model delta may end with. Besides the resampler's own methods it has
+ * the two conversions the call makes per message, each one C call from the Python that asks for
+ * it (base64 by pybase64's functions, set once with the mu-law tables):
  *   caller_b64(ulaw_b64) -> pcm16 24 kHz base64     (8 kHz -> 24 kHz streams)
  *   model_b64(b64, raw=None) -> ulaw 8 kHz base64   (24 kHz -> 8 kHz streams)
  * with the same results as voicegw.audio.transcode's Python references of them.
@@ -118,7 +159,7 @@ typedef struct {
     int carry;  /* a model delta's trailing odd byte, or -1 */
     Py_ssize_t nhist;
     long long skip, n_in, n_out;
-    double hist[HIST_MAX];
+    int16_t hist[HIST_MAX];
 } Stream;
 
 static int16_t ulaw_lin[256];           /* audioop.ulaw2lin of each byte */
@@ -133,84 +174,112 @@ static void stream_reset(Stream *s) {
     s->carry = -1;
 }
 
-/* One piece of a stream: the history, then `nx` new samples the caller writes at `x`; `k`
- * outputs (before the pre-ringing is dropped), and downsampling's `len` samples per phase. */
+/* One piece of a stream: `buf` holds the history, then the `nx` new samples the caller writes at
+ * `x`, then zeros to `nbuf`; `k` outputs (before the pre-ringing is dropped), `k8` outputs per
+ * phase rounded up to whole vectors; `pairs` (per phase when downsampling, `stride` apart) and
+ * `acc` are the kernel's; `out` gets the outputs as int16. One allocation holds them all. */
 typedef struct {
-    double *mem, *x, *acc;
-    Py_ssize_t nx, k, len;
+    void *mem;
+    int16_t *buf, *x, *out;
+    int32_t *pairs, *acc;
+    Py_ssize_t nx, n, nbuf, k, k8, stride;
 } Work;
 
-/* n little-endian int16 samples at b (any alignment) as doubles */
-static void load_pcm16(const uint8_t *b, Py_ssize_t n, double *x) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int16_t v;
-        memcpy(&v, b + 2 * i, 2);
-        x[i] = v;
-    }
-}
-
 static int work_open(Stream *s, Py_ssize_t nx, Work *w) {
-    Py_ssize_t n = s->nhist + nx, extra;
+    Py_ssize_t n = s->nhist + nx, npairs, nacc;
     if (s->up) {
         w->k = FACTOR * nx;
-        extra = 2 * w->k;  /* the phases' outputs, then interleaved */
+        w->k8 = (nx + LANES - 1) / LANES * LANES;
+        w->stride = w->k8 + 2 * PAIRS;
+        w->nbuf = w->stride + 1;  /* pair j reads x[j + 1] */
+        npairs = w->stride;
+        nacc = FACTOR * w->k8;
     } else {
-        w->len = n / FACTOR + 1;
         w->k = n >= DOWN_TAPS ? (n - DOWN_TAPS) / FACTOR + 1 : 0;
-        extra = FACTOR * w->len + w->k;  /* the input de-interleaved, then the outputs */
+        w->k8 = (w->k + LANES - 1) / LANES * LANES;
+        w->stride = w->k8 + 2 * PAIRS;
+        w->nbuf = FACTOR * w->stride + FACTOR;  /* phase p's pair j reads x[3j + p] and x[3j + 3 + p] */
+        if (w->nbuf < n) w->nbuf = n;
+        npairs = FACTOR * w->stride;
+        nacc = w->k8;
     }
-    w->mem = PyMem_Malloc((size_t)(n + extra + 1) * sizeof(double));
+    w->mem = PyMem_Malloc((size_t)(npairs + nacc) * sizeof(int32_t) + (size_t)(w->nbuf + w->k) * sizeof(int16_t));
     if (w->mem == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memcpy(w->mem, s->hist, (size_t)s->nhist * sizeof(double));
-    w->x = w->mem + s->nhist;
+    w->pairs = (int32_t *)w->mem;
+    w->acc = w->pairs + npairs;
+    w->buf = (int16_t *)(w->acc + nacc);
+    w->out = w->buf + w->nbuf;
+    memcpy(w->buf, s->hist, (size_t)s->nhist * sizeof(int16_t));
+    memset(w->buf + n, 0, (size_t)(w->nbuf - n) * sizeof(int16_t));
+    w->x = w->buf + s->nhist;
     w->nx = nx;
+    w->n = n;
     return 0;
 }
 
-/* Filter the piece; keep the new history; `acc` and `k`: the outputs past the pre-ringing. */
-CLONES static void work_run(Stream *s, Work *w) {
-    double *buf = w->mem;
-    Py_ssize_t nx = w->nx, n = s->nhist + nx, k = w->k, keep;
-    double *scratch = buf + n + 1, *acc;
+/* upsampling: the outputs interleaved (z[3q], z[3q + 1], z[3q + 2]) */
+CLONES static void up_run(Work *w) {
+    const int16_t *b = w->buf;
+    Py_ssize_t k8 = w->k8, nx = w->nx;
+    for (Py_ssize_t j = 0; j < w->stride; j++) w->pairs[j] = pack(b[j], b[j + 1]);
+    memset(w->acc, 0, (size_t)(FACTOR * k8) * sizeof(int32_t));
+    for (int r = up_delay >= 0; r < FACTOR; r++) madd(w->pairs, k8, up_pair[r], w->acc + r * k8);
+    for (Py_ssize_t q = 0; q < nx; q++) {
+        w->out[FACTOR * q] = up_delay >= 0 ? b[q + up_delay] : rounded(w->acc[q], UP_SHIFT);
+        for (int r = 1; r < FACTOR; r++) w->out[FACTOR * q + r] = rounded(w->acc[r * k8 + q], UP_SHIFT);
+    }
+}
+
+/* downsampling: output m is the window x[3m .. 3m + 120], as three polyphase FIRs over the
+ * de-interleaved input: y[m] = sum over p and i of h[3i + p] * x[3(m + i) + p] */
+CLONES static void down_run(Work *w) {
+    const int16_t *b = w->buf;
+    Py_ssize_t k8 = w->k8;
+    memset(w->acc, 0, (size_t)k8 * sizeof(int32_t));
+    for (int p = 0; p < FACTOR; p++) {
+        int32_t *pp = w->pairs + p * w->stride;
+        for (Py_ssize_t j = 0; j < w->stride; j++) pp[j] = pack(b[FACTOR * j + p], b[FACTOR * j + FACTOR + p]);
+        madd(pp, k8, down_pair[p], w->acc);
+    }
+    for (Py_ssize_t m = 0; m < w->k; m++) w->out[m] = rounded(w->acc[m], DOWN_SHIFT);
+}
+
+/* Filter the piece; keep the new history; `out` and `k`: the outputs past the pre-ringing. */
+static void work_run(Stream *s, Work *w) {
+    Py_ssize_t n = w->n, k = w->k, keep;
     if (s->up) {
-        acc = scratch + k;
-        up_all(buf, nx, scratch, acc);
+        up_run(w);
         keep = UP_HIST;
     } else {
-        acc = scratch + FACTOR * w->len;
-        down_all(buf, n, k, w->len, scratch, acc);
+        down_run(w);
         keep = n - FACTOR * k;
     }
-    memmove(s->hist, buf + n - keep, (size_t)keep * sizeof(double));
+    memmove(s->hist, w->buf + n - keep, (size_t)keep * sizeof(int16_t));
     s->nhist = keep;
     Py_ssize_t drop = s->skip < k ? (Py_ssize_t)s->skip : k;
     s->skip -= drop;
-    s->n_in += nx;
+    s->n_in += w->nx;
     s->n_out += k - drop;
-    w->acc = acc + drop;
+    w->out += drop;
     w->k = k - drop;
-}
-
-CLONES static void emit_pcm16(const double *acc, Py_ssize_t k, int16_t *o) {
-    for (Py_ssize_t m = 0; m < k; m++) o[m] = to_pcm16(acc[m]);
 }
 
 static inline uint8_t ulaw_of(int16_t v) { return lin_ulaw[(v >> 2) + 8192]; }
 
-CLONES static void emit_ulaw(const double *acc, Py_ssize_t k, uint8_t *o) {
-    for (Py_ssize_t m = 0; m < k; m++) o[m] = ulaw_of(to_pcm16(acc[m]));
-}
-
 /* the piece's outputs as int16 bytes */
 static PyObject *work_pcm16(Stream *s, Work *w) {
     work_run(s, w);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, w->k * 2);
-    if (out != NULL) emit_pcm16(w->acc, w->k, (int16_t *)PyBytes_AS_STRING(out));
+    PyObject *out = PyBytes_FromStringAndSize((const char *)w->out, w->k * 2);
     PyMem_Free(w->mem);
     return out;
+}
+
+/* n little-endian int16 samples at b (any alignment) */
+static void load_pcm16(const uint8_t *b, Py_ssize_t n, int16_t *x) {
+    memcpy(x, b, (size_t)n * 2);
 }
 
 static int check_ready(void) {
@@ -273,7 +342,7 @@ static PyObject *Stream_flush(Stream *s, PyObject *unused) {
     } else if (work_open(s, s->up ? (DELAY + FACTOR - 1) / FACTOR : DELAY + FACTOR - 1, &w) < 0) {
         return NULL;
     } else {
-        memset(w.x, 0, (size_t)w.nx * sizeof(double));
+        memset(w.x, 0, (size_t)w.nx * sizeof(int16_t));
         out = work_pcm16(s, &w);
         if (out != NULL && PyBytes_GET_SIZE(out) > 2 * (target - done))
             _PyBytes_Resize(&out, 2 * (target - done));
@@ -364,7 +433,8 @@ static PyObject *Stream_model_b64(Stream *s, PyObject *const *args, Py_ssize_t n
         work_run(s, &w);
         PyObject *ulaw = PyBytes_FromStringAndSize(NULL, w.k);
         if (ulaw != NULL) {
-            emit_ulaw(w.acc, w.k, (uint8_t *)PyBytes_AS_STRING(ulaw));
+            uint8_t *o = (uint8_t *)PyBytes_AS_STRING(ulaw);
+            for (Py_ssize_t m = 0; m < w.k; m++) o[m] = ulaw_of(w.out[m]);
             out = w.k ? PyObject_CallOneArg(b64encode, ulaw) : empty_str();
             Py_DECREF(ulaw);
         }
@@ -447,8 +517,30 @@ static PyObject *lin2ulaw(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* use_kernel("avx2" | "portable") -> the kernel that ran until now (the tests run both) */
+static PyObject *use_kernel(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "use_kernel(name: str)");
+        return NULL;
+    }
+    PyObject *before = PyUnicode_FromString(avx2 ? "avx2" : "portable");
+    if (strcmp(name, "portable") == 0) {
+        avx2 = 0;
+#ifdef AVX2_KERNEL
+    } else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) {
+        avx2 = 1;
+#endif
+    } else {
+        PyErr_Format(PyExc_ValueError, "no kernel %R on this machine", arg);
+        Py_CLEAR(before);
+    }
+    return before;
+}
+
 static PyMethodDef methods[] = {
-    {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: float64[41][3], down: float64[121]), integer-valued"},
+    {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: int16[41][3], down: int16[121])"},
+    {"use_kernel", use_kernel, METH_O, "use_kernel(name) -> the previous: 'avx2' (where the CPU has it) or 'portable'"},
     {"set_codec", set_codec, METH_VARARGS, "set_codec(ulaw2lin: int16[256], lin2ulaw: uint8[16384], b64decode, b64encode)"},
     {"lin2ulaw", lin2ulaw, METH_O, "lin2ulaw(pcm16) -> mu-law, by the table set_codec was given"},
     {NULL, NULL, 0, NULL},
@@ -457,6 +549,10 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fir", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__fir(void) {
+#ifdef AVX2_KERNEL
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2");
+#endif
     if (PyType_Ready(&StreamType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "Stream", (PyObject *)&StreamType) < 0) Py_CLEAR(m);
