@@ -297,8 +297,7 @@ def design_figures(taps: int, beta: float) -> tuple[float, float, float]:
     amp = np.abs(np.fft.rfft(h, 1 << 16))
     f = np.fft.rfftfreq(1 << 16, 1 / resample.HIGH_RATE)
     pb = 20 * np.log10(amp[f <= 3400])
-    return (taps - 1) / 2 * 1000 / resample.HIGH_RATE, float(pb.max() - pb.min()), float(
-        20 * np.log10(amp[f >= 4600].max()))
+    return (taps - 1) / 2 * 1000 / resample.HIGH_RATE, float(pb.max() - pb.min()), stopband_db(h)
 
 
 def stopband_db(h: np.ndarray) -> float:
@@ -311,9 +310,7 @@ def stopband_db(h: np.ndarray) -> float:
 def rounded_stopbands_db() -> tuple[float, float]:
     """(upsampling, downsampling) stopband of the filter as it runs: its coefficients rounded
     to integer steps of 2**-14 (upsampling's phases) and 2**-15 (downsampling)."""
-    up = resample._UP_P[::-1].ravel()[:resample._TAPS] / (3.0 * 2.0 ** resample._UP_SHIFT)
-    down = resample._DOWN_H / 2.0 ** resample._DOWN_SHIFT
-    return stopband_db(up), stopband_db(down)
+    return stopband_db(resample.rounded_taps(up=True)), stopband_db(resample.rounded_taps(up=False))
 
 
 def snr_db(ref: np.ndarray, got: np.ndarray) -> float:

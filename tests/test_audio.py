@@ -266,10 +266,7 @@ def textbook(in_rate: int, out_rate: int, x: np.ndarray, rounded: bool = True) -
     filter as the resampler has it, its coefficients rounded to integer steps (then every sum
     here is exact in float64); else the designed filter."""
     up = out_rate > in_rate
-    h = resample._H
-    if rounded:  # the upsampling phases' taps, back in filter order (gain 3 included)
-        h = resample._UP_P[::-1].ravel()[:len(h)] / 3.0 if up else resample._DOWN_H.astype(np.float64)
-        h = h / 2.0 ** (resample._UP_SHIFT if up else resample._DOWN_SHIFT)
+    h = resample.rounded_taps(up) if rounded else resample._H
     d = (len(h) - 1) // 2
     if up:
         xu = np.zeros(len(x) * 3)

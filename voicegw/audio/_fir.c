@@ -32,6 +32,7 @@
 #define UP_SHIFT 14
 #define DOWN_SHIFT 15
 #define LANES 8      /* outputs per vector */
+_Static_assert(PAIRS % 2 == 1, "the AVX2 kernel takes tap pairs two at a time, then the last one");
 
 /* the loops around the kernel (packing pairs, rounding, interleaving) are compiled for x86-64-v3
  * (AVX2) too, chosen when the module loads by what the CPU has, so that they are vectorised */
@@ -56,6 +57,13 @@ static inline int16_t rounded(int32_t sum, int shift) {
     return (int16_t)(y > 32767 ? 32767 : y < -32768 ? -32768 : y);
 }
 
+/* the sum of |c[i * stride]| for i < n */
+static long long magnitudes(const int16_t *c, int n, int stride) {
+    long long sum = 0;
+    for (int i = 0; i < n; i++) sum += c[i * stride] < 0 ? -c[i * stride] : c[i * stride];
+    return sum;
+}
+
 /* set_coefficients(up: int16[41][3], down: int16[121]): row i of up = window position i */
 static PyObject *set_coefficients(PyObject *self, PyObject *args) {
     Py_buffer up, down;
@@ -68,28 +76,27 @@ static PyObject *set_coefficients(PyObject *self, PyObject *args) {
     int16_t u[UP_TAPS][FACTOR], h[DOWN_TAPS + 2 * FACTOR * PAIRS] = {0};
     memcpy(u, up.buf, sizeof(u));
     memcpy(h, down.buf, DOWN_TAPS * 2);
-    long long down_sum = 0;
-    for (int i = 0; i < DOWN_TAPS; i++) down_sum += h[i] < 0 ? -h[i] : h[i];
-    for (int r = 0; r < FACTOR; r++) {
-        long long up_sum = 0;
-        for (int i = 0; i < UP_TAPS; i++) up_sum += u[i][r] < 0 ? -u[i][r] : u[i][r];
-        if (up_sum * 32768 + (1 << (UP_SHIFT - 1)) >= (1LL << 31)
-                || down_sum * 32768 + (1 << (DOWN_SHIFT - 1)) >= (1LL << 31)) {
-            PyErr_SetString(PyExc_ValueError, "coefficients whose sums could overflow 32 bits");
-            goto done;
-        }
+    /* the bound of every sum: coefficient magnitudes times full scale, plus the rounding's half */
+    int over = magnitudes(h, DOWN_TAPS, 1) * 32768 + (1 << (DOWN_SHIFT - 1)) >= (1LL << 31);
+    for (int r = 0; r < FACTOR; r++)
+        over |= magnitudes(&u[0][r], UP_TAPS, FACTOR) * 32768 + (1 << (UP_SHIFT - 1)) >= (1LL << 31);
+    if (over) {
+        PyErr_SetString(PyExc_ValueError, "coefficients whose sums could overflow 32 bits");
+        goto done;
     }
     for (int r = 0; r < FACTOR; r++)
         for (int t = 0; t < PAIRS; t++) {
             up_pair[r][t] = pack(u[2 * t][r], 2 * t + 1 < UP_TAPS ? u[2 * t + 1][r] : 0);
             down_pair[r][t] = pack(h[FACTOR * 2 * t + r], h[FACTOR * (2 * t + 1) + r]);
         }
-    up_delay = -1;
-    for (int i = 0, nonzero = 0; i < UP_TAPS; i++) {
-        if (u[i][0] == 0) continue;
-        up_delay = ++nonzero == 1 && u[i][0] == (1 << UP_SHIFT) ? i : -1;
-        if (up_delay < 0) break;
-    }
+    /* phase 0 is a plain delay when its only nonzero tap is 1.0 */
+    int nonzero = 0, at = -1;
+    for (int i = 0; i < UP_TAPS; i++)
+        if (u[i][0] != 0) {
+            nonzero++;
+            at = i;
+        }
+    up_delay = nonzero == 1 && u[at][0] == (1 << UP_SHIFT) ? at : -1;
     ready = 1;
     result = Py_NewRef(Py_None);
 done:
@@ -227,10 +234,10 @@ CLONES static void up_run(Work *w) {
     for (Py_ssize_t j = 0; j < w->stride; j++) w->pairs[j] = pack(b[j], b[j + 1]);
     memset(w->acc, 0, (size_t)(FACTOR * k8) * sizeof(int32_t));
     for (int r = up_delay >= 0; r < FACTOR; r++) madd(w->pairs, k8, up_pair[r], w->acc + r * k8);
-    for (Py_ssize_t q = 0; q < nx; q++) {
-        w->out[FACTOR * q] = up_delay >= 0 ? b[q + up_delay] : rounded(w->acc[q], UP_SHIFT);
-        for (int r = 1; r < FACTOR; r++) w->out[FACTOR * q + r] = rounded(w->acc[r * k8 + q], UP_SHIFT);
-    }
+    for (Py_ssize_t q = 0; q < nx; q++)
+        for (int r = 0; r < FACTOR; r++) w->out[FACTOR * q + r] = rounded(w->acc[r * k8 + q], UP_SHIFT);
+    if (up_delay >= 0)  /* phase 0 copied */
+        for (Py_ssize_t q = 0; q < nx; q++) w->out[FACTOR * q] = b[q + up_delay];
 }
 
 /* downsampling: output m is the window x[3m .. 3m + 120], as three polyphase FIRs over the
@@ -277,11 +284,6 @@ static PyObject *work_pcm16(Stream *s, Work *w) {
     return out;
 }
 
-/* n little-endian int16 samples at b (any alignment) */
-static void load_pcm16(const uint8_t *b, Py_ssize_t n, int16_t *x) {
-    memcpy(x, b, (size_t)n * 2);
-}
-
 static int check_ready(void) {
     if (!ready) PyErr_SetString(PyExc_RuntimeError, "set_coefficients first");
     return ready;
@@ -325,7 +327,7 @@ static PyObject *Stream_process(Stream *s, PyObject *arg) {
     else if (x.len == 0)
         out = PyBytes_FromStringAndSize(NULL, 0);
     else if (work_open(s, x.len / 2, &w) == 0) {
-        load_pcm16(x.buf, w.nx, w.x);
+        memcpy(w.x, x.buf, (size_t)w.nx * 2);  /* int16 samples, any alignment */
         out = work_pcm16(s, &w);
     }
     PyBuffer_Release(&x);
@@ -427,7 +429,7 @@ static PyObject *Stream_model_b64(Stream *s, PyObject *const *args, Py_ssize_t n
             w.x[i++] = (int16_t)(uint16_t)(s->carry | b[0] << 8);
             b++;
         }
-        load_pcm16(b, nx - i, w.x + i);
+        memcpy(w.x + i, b, (size_t)(nx - i) * 2);
         b += 2 * (nx - i);
         s->carry = total & 1 ? *b : -1;
         work_run(s, &w);

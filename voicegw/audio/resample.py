@@ -129,6 +129,14 @@ if _fir is not None:
 COMPILED = _fir is not None
 
 
+def rounded_taps(up: bool) -> np.ndarray:
+    """The low-pass as it runs, its coefficients rounded (upsampling's to 2**-14, downsampling's
+    to 2**-15): `_TAPS` float taps in filter order, unity gain at DC."""
+    if up:  # the phases' taps back in filter order, without the gain of 3
+        return _UP_P[::-1].ravel()[:_TAPS] / (_FACTOR * 2.0 ** _UP_SHIFT)
+    return _DOWN_H / 2.0 ** _DOWN_SHIFT
+
+
 def _to_pcm16(acc: np.ndarray, shift: int) -> bytes:
     """Scaled integer-valued sums -> int16 bytes: (sum + half) >> shift (half up), clipped."""
     y = (acc.astype(np.int64) + (1 << (shift - 1))) >> shift
