@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
@@ -10,6 +11,7 @@ from pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 from voicegw.calllog.entries import CallInfo, CallLogEntry
 from voicegw.calllog.bus import Bus, SubscriptionDropped
 from voicegw.calllog.service import CallLogService, open_calllog
+from voicegw.calllog.sqlite import set_wal
 from voicegw.calllog.store import open_store
 
 
@@ -166,3 +168,32 @@ async def test_listen_notify_reaches_another_replica(pg_url: str) -> None:
     finally:
         await a.aclose()
         await b.aclose()
+
+
+def test_the_switch_to_wal_is_retried_while_another_worker_holds_the_file() -> None:
+    """Workers starting together race for `PRAGMA journal_mode=WAL`; the loser is told "database
+    is locked" at once and must try again, not die at start-up."""
+    answers = [sqlite3.OperationalError("database is locked")] * 2 + [None]
+    tried: list[str] = []
+    pauses: list[float] = []
+
+    def execute(sql: str) -> None:
+        tried.append(sql)
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    set_wal(execute, pauses.append)
+    assert tried == ["PRAGMA journal_mode=WAL"] * 3 and len(pauses) == 2
+
+    def broken(sql: str) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        set_wal(broken, pauses.append)
+
+    def always_locked(sql: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # not for ever
+        set_wal(always_locked, lambda s: None, wait_s=0.0)

@@ -33,6 +33,25 @@ from voicegw.calllog.store import (
 
 T = TypeVar("T")
 
+WAL_WAIT_S = 30.0  # how long a starting worker retries the switch to WAL while another holds the file
+
+
+def set_wal(execute: Callable[[str], object], pause: Callable[[float], None] = time.sleep,
+            wait_s: float = WAL_WAIT_S) -> None:
+    """Put the database in WAL mode. Workers that start together on a new file race for the switch,
+    and the loser can be told "database is locked" despite the connection's busy timeout (seen
+    with two workers): retry that (this runs on the connection's own thread) until `wait_s` has
+    passed; any other error is raised."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        pause(0.05)
+
 
 class _Conn:
     """One sqlite3 connection confined to its own thread."""
@@ -48,7 +67,7 @@ class _Conn:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
             self._db = sqlite3.connect(self._path, isolation_level=None, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            set_wal(self._db.execute)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=30000")
