@@ -291,13 +291,18 @@ def delay_ms(make: Callable[[int, int], Converter], in_rate: int, out_rate: int)
     return hold_back_ms(make, in_rate, out_rate)[1] + lag_ms(make, in_rate, out_rate)
 
 
-def design_figures(taps: int, beta: float) -> tuple[float, float, float]:
-    """(delay ms, passband ripple to 3.4 kHz dB, worst response from 4.6 kHz dB) of a design."""
+def design_figures(taps: int, beta: float) -> tuple[float, float, float, float, float]:
+    """(delay ms, passband ripple to 3.4 kHz dB, worst response from 4.6 kHz dB; the same
+    response with the coefficients rounded as the kernel runs them, upsampling and downsampling)
+    of a design."""
     h = resample._design(taps, beta)
     amp = np.abs(np.fft.rfft(h, 1 << 16))
     f = np.fft.rfftfreq(1 << 16, 1 / resample.HIGH_RATE)
     pb = 20 * np.log10(amp[f <= 3400])
-    return (taps - 1) / 2 * 1000 / resample.HIGH_RATE, float(pb.max() - pb.min()), stopband_db(h)
+    up = np.round(h * resample._FACTOR * 2.0 ** resample._UP_SHIFT) / (resample._FACTOR * 2.0 ** resample._UP_SHIFT)
+    down = np.round(h * 2.0 ** resample._DOWN_SHIFT) / 2.0 ** resample._DOWN_SHIFT
+    return ((taps - 1) / 2 * 1000 / resample.HIGH_RATE, float(pb.max() - pb.min()), stopband_db(h),
+            stopband_db(up), stopband_db(down))
 
 
 def stopband_db(h: np.ndarray) -> float:
@@ -350,15 +355,15 @@ def cpu_us(make: Callable[[int, int], Converter], in_rate: int, out_rate: int) -
 
 # ------------------------------------------------------------------------------- report
 
-DESIGNS = [(85, 7.0), (97, 7.5), (109, 8.0), (resample._TAPS, resample._BETA), (133, 9.5)]
+DESIGNS = [(85, 7.0), (97, 7.5), (109, 8.0), (121, 9.0), (133, 9.5)]
 
 
 def _design_rows() -> list[str]:
     rows = []
     for taps, beta in DESIGNS:
-        delay, ripple, stop = design_figures(taps, beta)
+        delay, ripple, stop, up, down = design_figures(taps, beta)
         mark = " (chosen)" if (taps, beta) == (resample._TAPS, resample._BETA) else ""
-        rows.append(f"| {taps}, {beta:g}{mark} | {delay:.3f} | {ripple:.4f} | {stop:.1f} |")
+        rows.append(f"| {taps}, {beta:g}{mark} | {delay:.3f} | {ripple:.4f} | {stop:.1f} | {up:.1f} / {down:.1f} |")
     return rows
 
 
@@ -466,22 +471,23 @@ def run() -> str:
         "coefficients rounded to steps of 2^-14 (upsampling) and 2^-15 (downsampling) so that "
         "the C kernel multiplies int16 by int16 into int32, 16 products per AVX2 instruction; "
         f"rounded, its stopband is {up_stop:.1f} dB upsampling and {down_stop:.1f} dB "
-        "downsampling (the design's, in float, is in the table below), and that is what the "
+        "downsampling (the table below has the float design's too), and that is what the "
         "rejection rows show. Mu-law's own quantisation noise is about 38 dB under the signal. "
         "The full-band round trip loses the 3.6–4 kHz edge of the 8 kHz band, which the "
         "filter treats as transition band; inside the telephone band the round trip is "
         "transparent. The converter round trip's error is the second mu-law quantisation at the "
         "far end.",
         "",
-        "### Why this filter length (design figures, float coefficients, before rounding)",
+        "### Why this filter length (design figures)",
         "",
         "| taps, Kaiser beta | group delay (ms) | passband ripple to 3.4 kHz (dB) | "
-        "worst response from 4.6 kHz (dB) |",
-        "| --- | --- | --- | --- |",
+        "worst response from 4.6 kHz (dB), float | the same, rounded: upsampling / downsampling |",
+        "| --- | --- | --- | --- | --- |",
         *_design_rows(),
         "",
-        "The design was chosen as the shortest whose float stopband reaches the int16 floor; "
-        "longer ones add delay for rejection 16-bit output cannot show, shorter ones lose "
+        "The design was chosen as the shortest whose stopband, rounded to the kernel's steps, "
+        "stays at the rounding's floor: longer ones add delay (a quarter of a millisecond each "
+        "way per 12 taps) for rejection the rounded coefficients cannot keep, shorter ones lose "
         "stopband first.",
         "",
         "### Side by side, 20 ms frames",

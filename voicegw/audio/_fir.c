@@ -25,10 +25,10 @@
 #endif
 
 #define FACTOR 3
-#define UP_TAPS 41   /* per phase */
+#define DOWN_TAPS 97  /* the low-pass (voicegw.audio.resample._TAPS) */
+#define UP_TAPS ((DOWN_TAPS + FACTOR - 1) / FACTOR)  /* per phase: 33 */
 #define UP_HIST (UP_TAPS - 1)
-#define DOWN_TAPS 121
-#define PAIRS 21     /* tap pairs per phase: 41 taps (40 in two of downsampling's phases), then zeros */
+#define PAIRS ((UP_TAPS + 1) / 2)  /* tap pairs per phase: 33 taps (32 in two of downsampling's phases), then zeros */
 #define UP_SHIFT 14
 #define DOWN_SHIFT 15
 #define LANES 8      /* outputs per vector */
@@ -64,7 +64,7 @@ static long long magnitudes(const int16_t *c, int n, int stride) {
     return sum;
 }
 
-/* set_coefficients(up: int16[41][3], down: int16[121]): row i of up = window position i */
+/* set_coefficients(up: int16[33][3], down: int16[97]): row i of up = window position i */
 static PyObject *set_coefficients(PyObject *self, PyObject *args) {
     Py_buffer up, down;
     if (!PyArg_ParseTuple(args, "y*y*", &up, &down)) return NULL;
@@ -157,7 +157,7 @@ static void madd(const int32_t *p, Py_ssize_t k8, const int32_t *c, int32_t *a) 
  * with the same results as voicegw.audio.transcode's Python references of them.
  */
 
-#define HIST_MAX DOWN_TAPS  /* down keeps 118-120 samples once it has output, 60 before; up 40 */
+#define HIST_MAX DOWN_TAPS  /* down keeps 94-96 samples once it has output, 48 before; up 32 */
 #define DELAY ((DOWN_TAPS - 1) / 2)
 
 typedef struct {
@@ -174,7 +174,7 @@ static uint8_t lin_ulaw[65536 >> 2];    /* audioop.lin2ulaw of (sample >> 2), of
 static PyObject *b64decode = NULL, *b64encode = NULL;
 
 static void stream_reset(Stream *s) {
-    s->nhist = s->up ? UP_HIST : DELAY;  /* down: the window of output 0 starts at x[-60] */
+    s->nhist = s->up ? UP_HIST : DELAY;  /* down: the window of output 0 starts at x[-DELAY] */
     memset(s->hist, 0, sizeof(s->hist));
     s->skip = s->up ? DELAY : 0;  /* raw outputs before time 0: the filter's pre-ringing */
     s->n_in = s->n_out = 0;
@@ -240,7 +240,7 @@ CLONES static void up_run(Work *w) {
         for (Py_ssize_t q = 0; q < nx; q++) w->out[FACTOR * q] = b[q + up_delay];
 }
 
-/* downsampling: output m is the window x[3m .. 3m + 120], as three polyphase FIRs over the
+/* downsampling: output m is the window x[3m .. 3m + DOWN_TAPS - 1], as three polyphase FIRs over the
  * de-interleaved input: y[m] = sum over p and i of h[3i + p] * x[3(m + i) + p] */
 CLONES static void down_run(Work *w) {
     const int16_t *b = w->buf;
@@ -541,7 +541,7 @@ static PyObject *use_kernel(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: int16[41][3], down: int16[121])"},
+    {"set_coefficients", set_coefficients, METH_VARARGS, "set_coefficients(up: int16[33][3], down: int16[97])"},
     {"use_kernel", use_kernel, METH_O, "use_kernel(name) -> the previous: 'avx2' (where the CPU has it) or 'portable'"},
     {"set_codec", set_codec, METH_VARARGS, "set_codec(ulaw2lin: int16[256], lin2ulaw: uint8[16384], b64decode, b64encode)"},
     {"lin2ulaw", lin2ulaw, METH_O, "lin2ulaw(pcm16) -> mu-law, by the table set_codec was given"},

@@ -9,25 +9,25 @@ yields its outputs as soon as the filter's look-ahead is available, so the only 
 filter's own.
 
 Design. One linear-phase low-pass at 24 kHz serves both directions: a Kaiser-windowed sinc
-(121 taps, beta 9, cut-off 4 kHz), designed once at import. The telephone band 0-3.4 kHz is the
+(97 taps, beta 7.5, cut-off 4 kHz), designed once at import. The telephone band 0-3.4 kHz is the
 passband; 4.6 kHz and up is the stopband (a 4.6 kHz tone at 24 kHz folds onto 3.4 kHz at
 8 kHz; an 8 kHz-rate image of 3.4 kHz lands at 4.6 kHz). As designed (float) it responds
--90.6 dB or less in the stopband; its coefficients are then rounded to integers (below), which
-leaves -77.5 dB upsampling and -74.7 dB downsampling, and a passband ripple under 0.004 dB. Its
-group delay is 60 samples at 24 kHz = 2.5 ms. Upsampling runs it as three 41-tap phases (one
+-76.6 dB or less in the stopband; its coefficients are then rounded to integers (below), which
+leaves -75.3 dB upsampling and -73.7 dB downsampling, and a passband ripple under 0.003 dB. Its
+group delay is 48 samples at 24 kHz = 2.0 ms. Upsampling runs it as three 33-tap phases (one
 per output position; the first is a plain delay), downsampling computes only every third output.
 
 Output is delay-compensated like libsoxr's: output sample 0 lines up with input sample 0, so a
-stream's first `process()` returns 2.5 ms less than its input (the look-ahead the filter needs),
+stream's first `process()` returns 2.0 ms less than its input (the look-ahead the filter needs),
 and from then on every 20 ms frame gives exactly 20 ms back (160 samples in -> 480 out,
 480 in -> 160 out). Input of any length is accepted: the history and the position within the
 factor-3 cycle carry across calls, so a stream cut anywhere gives the same output as the whole
 signal at once -- bit-exact, because the arithmetic is integer arithmetic: int16 samples times
 int16 coefficients (scaled by 2**14 upsampling, 2**15 downsampling), summed below 2**31, then
 rounded half up and clipped to int16. `latency_ms` (audio accepted but not yet output) is exact
-too: 2.5 ms upsampling; downsampling 2.5 ms on 20 ms frames and 2.42-2.5 ms for other cuts (an
-output sample stands for 3 input samples, so 0-2 of the 60 look-ahead samples may already be
-covered). `flush()` pushes zeros through to emit the held 2.5 ms (total output = input length
+too: 2.0 ms upsampling; downsampling 2.0 ms on 20 ms frames and 1.92-2.0 ms for other cuts (an
+output sample stands for 3 input samples, so 0-2 of the 48 look-ahead samples may already be
+covered). `flush()` pushes zeros through to emit the held 2.0 ms (total output = input length
 times the ratio, rounded up), then starts a fresh stream.
 
 Measured with `python -m bench.bench_audio` (20 ms frames, int16 in and out; x86_64 with AVX2,
@@ -35,24 +35,27 @@ numpy 2.4, CPU figures on a shared 2-core machine) next to libsoxr HQ streaming,
 replaces:
 
                                                  this resampler      soxr HQ streaming
-delay each way (held + output offset), up / down 2.5 / 2.5 ms        42.5 mean, 73 worst
-alias rejection, 4.6-11.4 kHz tones, 24k -> 8k   74.4 dB             86.1 dB
-image rejection above 4.6 kHz, 8k -> 24k         77.9 dB             113.5 dB
-passband ripple 100-3400 Hz, up / down           0.0015 / 0.0031 dB  < 0.001 dB
-CPU per 20 ms frame, 8k -> 24k / 24k -> 8k       0.8 / 1.0 us (C)    6.6 / 6.1 us
+delay each way (held + output offset), up / down 2.0 / 2.0 ms        42.5 mean, 73 worst
+alias rejection, 4.6-11.4 kHz tones, 24k -> 8k   73.9 dB             86.0 dB
+image rejection above 4.6 kHz, 8k -> 24k         76.3 dB             113.4 dB
+passband ripple 100-3400 Hz, up / down           0.0022 / 0.0026 dB  < 0.001 dB
+CPU per 20 ms frame, 8k -> 24k / 24k -> 8k       0.8 / 0.8 us (C)    6.9 / 6.0 us
 20 ms-framed output vs whole-signal output       identical           +-2 LSB (dither)
 
 Why integers: the C kernel (voicegw/audio/_fir.c, built at install where a compiler is present)
 then multiplies two int16 pairs into an int32 in one lane of x86's pmaddwd, 16 products per
-AVX2 instruction against 4 for double-precision FMA; on the machine above that took the filter
-from 2.9 / 3.4 us per frame (exact float64 products, coefficients scaled by 2**24, stopband
--90.6 dB) to the figures in the table. The 75 dB it keeps is twice the 60 dB asked of it and
+AVX2 instruction against 4 for double-precision FMA; on the machine above that took the 121-tap
+filter first used from 2.9 / 3.4 us per frame (exact float64 products, coefficients scaled by
+2**24, stopband -90.6 dB) to 0.8 / 1.0 us. Rounding caps the stopband near -75 dB whatever the
+length, so the filter is now the shortest that reaches that floor (`python -m bench.bench_audio`
+tabulates the candidates): 97 taps, 0.5 ms less delay each way and a fifth less work than 121.
+The 74 dB it keeps is 14 dB beyond the 60 dB asked of it and
 far under mu-law's own quantisation noise (about 38 dB below the signal). numpy computes the
 same integer sums in float64 (exact: below 2**31) as the fallback without a compiler; its
 per-call overhead on 160- and 480-sample frames costs about 25 us per frame. In C the stream's
 state lives in a `_fir.Stream` (`StreamResampler.engine`), which also converts a whole caller
 frame or model delta (base64, mu-law and filter) in one call for voicegw.audio.transcode.
-Either way the resampler buys 80 ms less delay per turn than libsoxr on average (140 ms at
+Either way the resampler buys 81 ms less delay per turn than libsoxr on average (142 ms at
 worst).
 
 Only the factor 3 between 8 kHz and 24 kHz is supported; other rates raise ValueError.
@@ -71,21 +74,22 @@ LOW_RATE = 8000  # Hz: Twilio's mu-law
 HIGH_RATE = 24000  # Hz: the model's PCM16
 _FACTOR = HIGH_RATE // LOW_RATE  # 3
 
-# Prototype low-pass at HIGH_RATE. 121 taps and beta 9 give >= 90 dB from 4.6 kHz (float) with the
-# transition band centred on 4 kHz (the 8 kHz Nyquist); fewer taps lose stopband first
-# (97 taps: 77 dB, 85 taps: 57 dB), more add delay for rejection int16 cannot show.
-_TAPS = 121
-_BETA = 9.0
+# Prototype low-pass at HIGH_RATE. 97 taps and beta 7.5 give 76.6 dB from 4.6 kHz (float) with the
+# transition band centred on 4 kHz (the 8 kHz Nyquist), and the integer coefficients below keep
+# 73.7-75.3 dB of it; fewer taps lose stopband first (85 taps: 57 dB), more add delay for
+# rejection the rounded coefficients cannot keep (121 taps: 90.6 dB float, 74.7-77.5 rounded).
+_TAPS = 97
+_BETA = 7.5
 _CUTOFF_HZ = 4000.0
-_DELAY = (_TAPS - 1) // 2  # group delay in HIGH_RATE samples (60)
-DELAY_MS = _DELAY * 1000.0 / HIGH_RATE  # 2.5 ms, each way
+_DELAY = (_TAPS - 1) // 2  # group delay in HIGH_RATE samples (48)
+DELAY_MS = _DELAY * 1000.0 / HIGH_RATE  # 2.0 ms, each way
 
 # Coefficients are integers: the low-pass scaled by 2**14 for upsampling's phases (gain 3, taps
 # up to 1.0) and by 2**15 for downsampling (taps up to 1/3), so that each fits int16 and no sum
 # of int16 samples times a phase's coefficients can leave int32 (the C kernel's lanes): the
-# magnitudes sum to 2.3 per upsampling phase and 1.87 for downsampling, under the 4 and 2 that
-# allows. Rounding to these steps puts the filter's stopband at -77.5 dB upsampling and -74.7 dB
-# downsampling (-90.6 dB before rounding) and leaves the passband ripple under 0.004 dB.
+# magnitudes sum to 2.24 per upsampling phase and 1.83 for downsampling, under the 4 and 2 that
+# allows. Rounding to these steps puts the filter's stopband at -75.3 dB upsampling and -73.7 dB
+# downsampling (-76.6 dB before rounding) and leaves the passband ripple under 0.003 dB.
 _UP_SHIFT = 14
 _DOWN_SHIFT = 15
 
@@ -106,15 +110,15 @@ _DOWN_H = np.round(_H * 2.0 ** _DOWN_SHIFT).astype(np.int64)
 # Upsampling: raw output z[3q + r] = sum_j 3 h[r + 3j] x[q - j]; phase r's taps, ordered to
 # match a window x[q - J + 1 .. q], form column r of _UP_P. Phase 0 is a plain delay (h is a
 # third-band filter: zero at every third tap but the centre), which the C copies.
-_PHASE_TAPS = -(-_TAPS // _FACTOR)  # J = 41
+_PHASE_TAPS = -(-_TAPS // _FACTOR)  # J = 33
 _H_PAD = np.zeros(_PHASE_TAPS * _FACTOR)
 _H_PAD[:_TAPS] = _H * _FACTOR  # gain 3 restores the level lost to the inserted zeros
 _UP_P = np.round(
     _H_PAD.reshape(_PHASE_TAPS, _FACTOR)[::-1] * 2.0 ** _UP_SHIFT
 ).astype(np.int64)  # shape (J, 3): row i = window position i
-_UP_HIST = _PHASE_TAPS - 1  # input samples of history the up filter needs (40)
-_UP_FLUSH = -(-_DELAY // _FACTOR)  # zero input samples that push the held outputs out (20)
-_DOWN_FLUSH = _DELAY + _FACTOR - 1  # zero input samples that complete the last output (62)
+_UP_HIST = _PHASE_TAPS - 1  # input samples of history the up filter needs (32)
+_UP_FLUSH = -(-_DELAY // _FACTOR)  # zero input samples that push the held outputs out (16)
+_DOWN_FLUSH = _DELAY + _FACTOR - 1  # zero input samples that complete the last output (50)
 
 # numpy multiplies in float64, where BLAS does it: every product and sum is an integer below
 # 2**31, so exact in any order
@@ -218,7 +222,7 @@ class StreamResampler:
         if self.engine is not None:
             self.engine.reset()
             return
-        held = _UP_HIST if self._up else _DELAY  # x[-40 .. -1]; down: the window of output 0 starts at x[-60]
+        held = _UP_HIST if self._up else _DELAY  # x[-32 .. -1]; down: the window of output 0 starts at x[-48]
         self._skip = _DELAY if self._up else 0  # raw outputs before time 0 (the filter's pre-ringing)
         self._buf = np.zeros(held)
         self._in = 0
@@ -228,7 +232,7 @@ class StreamResampler:
     def latency_ms(self) -> float:
         """Audio accepted but not yet output, in ms of the input timeline (exact).
 
-        2.5 ms upsampling once 20 input samples have arrived; 2.5 ms plus 0-2 input samples
+        2.0 ms upsampling once 16 input samples have arrived; 2.0 ms plus 0-2 input samples
         downsampling; 0 after `flush()` or `reset()`.
         """
         if self.engine is not None:
@@ -247,7 +251,7 @@ class StreamResampler:
         buf[len(held):] = x
         if self._up:
             n = len(x)
-            # Row q is the window x[q - 40 .. q]: a strided view, no copy.
+            # Row q is the window x[q - 32 .. q]: a strided view, no copy.
             win = np.ndarray((n, _PHASE_TAPS), np.float64, buffer=buf, strides=(_F8, _F8))
             acc = np.dot(win, _UP_PF).ravel()  # z[3q], z[3q+1], z[3q+2] for each new q
             self._buf = buf[n:]
@@ -260,7 +264,7 @@ class StreamResampler:
         if k == 0:
             self._buf = buf
             return buf[:0]
-        # Row n is the window x[3n - 60 .. 3n + 60] relative to the first held output.
+        # Row n is the window x[3n - 48 .. 3n + 48] relative to the first held output.
         win = np.ndarray((k, _TAPS), np.float64, buffer=buf, strides=(_FACTOR * _F8, _F8))
         acc = np.dot(win, _DOWN_HF)
         self._buf = buf[k * _FACTOR:]

@@ -137,7 +137,7 @@ class CallerToModel(_Converter):
     """Caller audio (Twilio mu-law 8 kHz, base64) -> model input audio (base64).
 
     In "pcm16" mode the result is 24 kHz PCM16. The resampler holds back its filter delay
-    (2.5 ms), so a stream's first frame converts a little short; the audio is not lost, it comes
+    (2.0 ms), so a stream's first frame converts a little short; the audio is not lost, it comes
     out with later frames. `convert(ulaw_b64) -> str` converts one Twilio media payload and
     returns "" when there is nothing to send yet; with the C filter it is the C stream's own
     method (decode, mu-law, filter and encode in one call from the caller's lane).
