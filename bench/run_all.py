@@ -52,6 +52,9 @@ async def run(quick: bool, only: set[str]) -> Results:
                 ramp = DensityRun(mode, window, warm, loop="asyncio")
                 res.asyncio_loop += await ramp.run([50, 100], {50, 100}, log)
                 res.saturated[f"{mode} on asyncio"] = (ramp.saturated_at, ramp.skipped)
+            for mode in ("pcm16", "g711_ulaw"):
+                log(f"density with 200 ms model deltas, {mode}")
+                res.slow_deltas += await DensityRun(mode, window, warm, delta_ms=200).run([100], {100}, log)
     if "baseline" in only:
         # 20 ms deltas: every message the service could send, the costliest load; 200 ms deltas: the
         # local model's size, where the caller's 50 frames a second are most of the work
