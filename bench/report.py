@@ -250,6 +250,11 @@ def _conditions(r: Results) -> list[str]:
     return [text, ""]
 
 
+def _share(busy: float | None) -> str:
+    """A fraction of a core as a table cell; results saved before it was measured lack it."""
+    return "—" if busy is None else f"{busy:.0%}"
+
+
 def soak_rows(r: Results) -> list[str]:
     s = r.soak
     if s is None or s.level is None:
@@ -372,12 +377,14 @@ def render(r: Results, docs: Path) -> str:
     if r.bargein:
         out += ["## Barge-in", "", BARGEIN_NOTE, "",
                 "| mode | calls | barge-ins | clears received | speech_started → clear p50 / p95 / p99 / max (ms) | "
-                "truncation error p50 / p95 / p99 / max (ms) | bias (ms) | truncates / deletes | rejected | calls unpaired |",
-                "| " + " | ".join(["---"] * 10) + " |"]
+                "truncation error p50 / p95 / p99 / max (ms) | bias (ms) | truncates / deletes | rejected | calls unpaired | "
+                "gateway CPU | load side CPU |",
+                "| " + " | ".join(["---"] * 12) + " |"]
         lockstep = getattr(r, "bargein_lockstep", {})  # results saved before it was measured lack it
         for label, b in [*r.bargein.items(), *((f"{m}, callers in lockstep", b) for m, b in lockstep.items())]:
             out.append(f"| {label} | {b.calls} | {b.barge_ins} | {b.clears} | {b.clear_ms.cells()} | "
-                       f"{b.error_ms.cells(1)} | {b.bias_ms:+.1f} | {b.truncates} / {b.deletes} | {b.rejected} | {b.unmatched_calls} |")
+                       f"{b.error_ms.cells(1)} | {b.bias_ms:+.1f} | {b.truncates} / {b.deletes} | {b.rejected} | {b.unmatched_calls} | "
+                       f"{_share(getattr(b, 'gateway_busy', None))} | {_share(getattr(b, 'sim_busy', None))} |")
         if any(b.rejected_examples for b in r.bargein.values()):
             out += ["", "Rejections: " + "; ".join(e for b in r.bargein.values() for e in b.rejected_examples)]
         plot_bargein(r, docs / "bench_bargein.png")
@@ -478,7 +485,10 @@ BARGEIN_NOTE = (
     "began at different times are (the density load spreads its callers the same way). The \"callers in "
     "lockstep\" rows tick every caller at once: 100 frames reach the gateway in one burst every 20 ms, "
     "and the simulator's own burst delays its reading of the clear. No call population does that; the "
-    "rows show what bursts cost.")
+    "rows show what bursts cost. The CPU columns cover the barge-ins (every call up until the last "
+    "response is interrupted). The load side here is the full Twilio simulator, costlier per call than the "
+    "density callers: when it nears its core, its own lag in reading clears and acknowledging marks "
+    "shows in both the clear latency and the truncation error.")
 
 BASELINE_NOTE = (
     "`bench/baseline.py` is the few dozen lines every Twilio + Realtime sample has: a Starlette WebSocket "
