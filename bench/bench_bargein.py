@@ -22,7 +22,6 @@ own burst delays its reading of the clear, a worst case no call population produ
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_density import load_side_gc_paused
-from bench.gwproc import AUTH_TOKEN, cpu_seconds, running_gateway
+from bench.gwproc import AUTH_TOKEN, CpuShares, CpuWindow, running_gateway
 from bench.pacer import SLOTS, Pacer
 from bench.peer import BenchPeer, PeerConnection, PeerOptions
 from bench.stats import Dist
@@ -72,7 +71,7 @@ async def run(mode: str, calls: int, per_call: int, log: Callable[[str], None] =
     clocks = [FrameClock(period, base + k * period / phases) for k in range(phases)]
     pairs: list[tuple[SimulatedCaller, PeerConnection]] = []
     results: list[CallResult] = []
-    busy: tuple[float, float] | None = None
+    cpu: CpuShares | None = None
     async with BenchPeer(PeerOptions(audio_mode=mode, behaviour="bargein", barge_ins=per_call), pacer) as peer:
         async with running_gateway(peer.base_url, mode, core=0, source=source) as gw:
             try:
@@ -82,17 +81,15 @@ async def run(mode: str, calls: int, per_call: int, log: Callable[[str], None] =
                     pairs.append((caller, await peer.next_connection(15)))
                 budget = per_call * 6.0 + 30
                 with load_side_gc_paused():
-                    me, t0 = os.getpid(), time.monotonic()
-                    gw0, sim0 = gw.cpu_seconds(), cpu_seconds(me)
+                    window = CpuWindow(gw)
                     await asyncio.wait_for(asyncio.gather(*(conn.finished for _, conn in pairs)), budget)
-                    t1 = time.monotonic()
-                    busy = ((gw.cpu_seconds() - gw0) / (t1 - t0), (cpu_seconds(me) - sim0) / (t1 - t0))
+                    cpu = window.shares()
             finally:
                 results = list(await asyncio.gather(*(caller.hang_up() for caller, _ in pairs)))
     out = _score(mode, pairs, results, log)
-    if busy is not None:
-        out.gateway_busy, out.sim_busy = busy
-        log(f"  barge-in {mode}: gateway {busy[0]:.0%} of its core, load side {busy[1]:.0%} of its core")
+    if cpu is not None:
+        out.gateway_busy, out.sim_busy = cpu.gateway, cpu.load_side
+        log(f"  barge-in {mode}: gateway {cpu.gateway:.0%} of its core, load side {cpu.load_side:.0%} of its core")
     return out
 
 

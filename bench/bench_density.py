@@ -32,7 +32,7 @@ from typing import Awaitable, Callable, Iterator
 import httpx
 import numpy as np
 
-from bench.gwproc import AUTH_TOKEN, GatewayProcess, cpu_seconds, machine_busy_seconds, running_gateway
+from bench.gwproc import AUTH_TOKEN, CpuWindow, GatewayProcess, running_gateway
 from bench.loadcaller import LoadCaller
 from bench.pacer import Pacer
 from bench.peer import BenchPeer, PeerConnection, PeerOptions, audio_chunks
@@ -196,14 +196,14 @@ class DensityRun:
         with load_side_gc_paused():
             await asyncio.sleep(self.warm_s)
             pacer.reset_lag()
-            me = os.getpid()
-            sim0, gw0, all0, t0 = cpu_seconds(me), gw.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+            window = CpuWindow(gw)
             rss = gw.rss_kib()
             watcher = asyncio.ensure_future(self.on_window(gw.pid, window_s)) if self.on_window else None
             for _ in range(int(window_s)):
                 await asyncio.sleep(window_s / int(window_s))
                 rss = max(rss, gw.rss_kib())
-            sim1, gw1, all1, t1 = cpu_seconds(me), gw.cpu_seconds(), machine_busy_seconds(), time.monotonic()
+            cpu = window.shares()
+        t0, t1 = cpu.t0, cpu.t1
         lag = pacer.max_lag_s
         if watcher is not None:
             await watcher
@@ -226,9 +226,9 @@ class DensityRun:
         return Level(
             mode=self.mode, calls=n, window_s=t1 - t0, c2m=Dist.of(c2m), m2c=Dist.of(m2c), late_fraction=late,
             worst_gap_ms=float(max(gaps, default=0.0)), nominal_gap_ms=self.nominal_gap_ms,
-            cpu_ms_per_call_s=(gw1 - gw0) * 1000 / (calls * (t1 - t0)), gateway_busy=(gw1 - gw0) / (t1 - t0),
+            cpu_ms_per_call_s=cpu.gateway * 1000 / calls, gateway_busy=cpu.gateway,
             rss_per_call_kib=(rss - baseline) / calls if baseline is not None else 0.0, rss_mib=rss / 1024,
-            sim_busy=(sim1 - sim0) / (t1 - t0), other_busy=max(0.0, (all1 - all0) - (gw1 - gw0) - (sim1 - sim0)) / (t1 - t0),
+            sim_busy=cpu.load_side, other_busy=cpu.other,
             pacer_lag_ms=lag * 1000, setup_ms=setup_ms,
             unmatched=unmatched, problems=problems, gc_collections=len(pauses),
             gc_worst_ms=max((ms for _, ms in pauses), default=0.0),

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 
 from bench.bench_density import load_side_gc_paused, pin_load_side
-from bench.gwproc import AUTH_TOKEN, running_gateway
+from bench.gwproc import AUTH_TOKEN, CpuWindow, running_gateway
 from bench.loadcaller import LoadCaller
 from bench.pacer import Pacer
 from bench.peer import BenchPeer, PeerOptions, audio_chunks
@@ -86,13 +86,13 @@ async def run(calls: int = 200, over_s: float = 10.0, mode: str = "g711_ulaw", l
             async with running_gateway(peer.base_url, mode, core=0) as gw:
                 limits = httpx.Limits(max_connections=calls, max_keepalive_connections=calls)
                 async with httpx.AsyncClient(trust_env=False, timeout=15, limits=limits) as http:
-                    cpu0, t_start = gw.cpu_seconds(), time.monotonic()
-                    t0 = t_start + 0.2
+                    window = CpuWindow(gw)
+                    t0 = time.monotonic() + 0.2
                     with load_side_gc_paused():
                         await asyncio.gather(*(_one(i, t0 + i * over_s / calls, res, pacer, payloads, gw.url,
                                                     http, callers, calls) for i in range(calls)))
                         await asyncio.sleep(HOLD_S)
-                    res.gateway_busy = (gw.cpu_seconds() - cpu0) / (time.monotonic() - t_start)
+                    res.gateway_busy = window.shares().gateway
                     for caller in callers:
                         caller.hang_up()
                     await asyncio.gather(*(c.wait_closed(15) for c in callers), return_exceptions=True)

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -54,6 +56,33 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    """What the gateway, this (load) process and everything else on the machine used between two
+    monotonic times, each as a fraction of one core."""
+    t0: float
+    t1: float
+    gateway: float
+    load_side: float
+    other: float
+
+
+class CpuWindow:
+    """Reads the counters on creation; `shares()` gives what was used since."""
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        self._gw, self._me = gw, os.getpid()
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        return time.monotonic(), self._gw.cpu_seconds(), cpu_seconds(self._me), machine_busy_seconds()
+
+    def shares(self) -> CpuShares:
+        (t0, gw0, me0, all0), (t1, gw1, me1, all1) = self._start, self._read()
+        gw, me, span = gw1 - gw0, me1 - me0, t1 - t0
+        return CpuShares(t0, t1, gw / span, me / span, max(0.0, (all1 - all0) - gw - me) / span)
 
 
 class GatewayProcess:

@@ -384,7 +384,7 @@ def render(r: Results, docs: Path) -> str:
         for label, b in [*r.bargein.items(), *((f"{m}, callers in lockstep", b) for m, b in lockstep.items())]:
             out.append(f"| {label} | {b.calls} | {b.barge_ins} | {b.clears} | {b.clear_ms.cells()} | "
                        f"{b.error_ms.cells(1)} | {b.bias_ms:+.1f} | {b.truncates} / {b.deletes} | {b.rejected} | {b.unmatched_calls} | "
-                       f"{_share(getattr(b, 'gateway_busy', None))} | {_share(getattr(b, 'sim_busy', None))} |")
+                       f"{_share(b.gateway_busy)} | {_share(b.sim_busy)} |")
         if any(b.rejected_examples for b in r.bargein.values()):
             out += ["", "Rejections: " + "; ".join(e for b in r.bargein.values() for e in b.rejected_examples)]
         plot_bargein(r, docs / "bench_bargein.png")
