@@ -5,7 +5,8 @@ It does what `voicegw.sim.SimulatedCaller` does on the wire -- a signed voice we
 paced on the monotonic clock, marks acknowledged when playout reaches them, everything pending
 returned on ``clear``, ``stop`` at the end -- but on a bare asyncio Protocol (`bench.wsraw`) and
 the shared `Pacer`, so its own cost stays at a few microseconds per message. Its playout is
-reduced to what density needs: when each chunk finishes playing, so marks come back on time.
+reduced to when each chunk finishes playing, so marks come back on time, and at each clear how
+much agent audio had been heard (the barge-in benchmark's ground truth).
 
 It records the send time of every frame and the arrival time of every media message, which the
 density benchmark pairs with the model peer's times.
@@ -46,6 +47,8 @@ class LoadCaller(WsEndpoint):
         self.send_times = array("d")  # write time of each media frame
         self.media_times = array("d")  # arrival of each outbound media message
         self.clears = 0
+        self.clear_log: list[tuple[float, float]] = []  # per clear: its arrival, the agent audio heard by then (ms)
+        self._audio_s = 0.0  # agent audio received, less what clears dropped unplayed
         self.other = 0  # messages that were neither media, mark nor clear
         self.opened = asyncio.get_running_loop().create_future()
         self._key = ""
@@ -137,7 +140,9 @@ class LoadCaller(WsEndpoint):
             b64 = len(payload) - len(self._media_prefix) - 3
             pad = (payload[-4] == 61) + (payload[-5] == 61)  # '='
             start = self._busy_until if self._busy_until > now else now
-            self._busy_until = start + (b64 * 3 // 4 - pad) / 8000
+            seconds = (b64 * 3 // 4 - pad) / 8000
+            self._busy_until = start + seconds
+            self._audio_s += seconds
         elif payload.startswith(self._mark_prefix):
             name = payload[len(self._mark_prefix):-2]
             if self._busy_until <= now:
@@ -146,6 +151,9 @@ class LoadCaller(WsEndpoint):
                 self._marks.append((self._busy_until, name))
         elif payload.startswith(b'{"event":"clear"'):
             self.clears += 1
+            if self._busy_until > now:
+                self._audio_s -= self._busy_until - now
+            self.clear_log.append((now, self._audio_s * 1000))
             self._busy_until = now
             while self._marks:
                 self._ack(self._marks.popleft()[1])

@@ -39,6 +39,7 @@ class Results:
     greeting: list[GreetingCase] = field(default_factory=list)
     bargein: dict[str, BargeInResult] = field(default_factory=dict)
     bargein_lockstep: dict[str, BargeInResult] = field(default_factory=dict)  # every caller ticking at once
+    bargein_sim: dict[str, BargeInResult] = field(default_factory=dict)  # SimulatedCaller callers
     alias_db: float | None = None
     audio_md: str = ""
     baseline: list[tuple[str, Level]] = field(default_factory=list)  # (who, level): sample bridge vs voicegw
@@ -381,7 +382,9 @@ def render(r: Results, docs: Path) -> str:
                 "gateway CPU | load side CPU |",
                 "| " + " | ".join(["---"] * 12) + " |"]
         lockstep = getattr(r, "bargein_lockstep", {})  # results saved before it was measured lack it
-        for label, b in [*r.bargein.items(), *((f"{m}, callers in lockstep", b) for m, b in lockstep.items())]:
+        sim = getattr(r, "bargein_sim", {})
+        for label, b in [*r.bargein.items(), *((f"{m}, callers in lockstep", b) for m, b in lockstep.items()),
+                         *((f"{m}, SimulatedCaller callers", b) for m, b in sim.items())]:
             out.append(f"| {label} | {b.calls} | {b.barge_ins} | {b.clears} | {b.clear_ms.cells()} | "
                        f"{b.error_ms.cells(1)} | {b.bias_ms:+.1f} | {b.truncates} / {b.deletes} | {b.rejected} | {b.unmatched_calls} | "
                        f"{_share(b.gateway_busy)} | {_share(b.sim_busy)} |")
@@ -473,22 +476,23 @@ GREETING_NOTE = (
     "`session.created`, updates the session and asks for the greeting after the stream has started.")
 
 BARGEIN_NOTE = (
-    "Simulated callers (`voicegw.sim.SimulatedCaller`: real-time playout, marks acknowledged when playout "
+    "The density benchmark's callers (`bench.loadcaller`: real-time playout, marks acknowledged when playout "
     "reaches them, `clear` accounted to the byte) against the gateway on core 0, with a model peer that "
     "generates each response (2.5–4.5 s) at twice real time and interrupts it with `speech_started` at a "
     "random point. Clear latency is from the peer writing `speech_started` to the `clear` arriving at the "
     "caller (same process, same clock). Truncation error compares each `audio_end_ms` (a delete counts as "
     "0) with the audio of that response the caller actually heard before the clear; the bias is the mean "
-    "signed difference (negative: the model is told less than was heard). The simulated caller "
-    "acknowledges marks on its 20 ms tick, so the gateway learns of playout progress up to 20 ms late. "
+    "signed difference (negative: the model is told less than was heard). The callers acknowledge marks on "
+    "their 20 ms tick, so the gateway learns of playout progress up to 20 ms late. "
     f"The callers' 20 ms clocks are spread over {PHASES} phases, {20 / PHASES:g} ms apart, as calls that "
     "began at different times are (the density load spreads its callers the same way). The \"callers in "
     "lockstep\" rows tick every caller at once: 100 frames reach the gateway in one burst every 20 ms, "
-    "and the simulator's own burst delays its reading of the clear. No call population does that; the "
+    "and the callers' own burst delays their reading of the clear. No call population does that; the "
     "rows show what bursts cost. The CPU columns cover the barge-ins (every call up until the last "
-    "response is interrupted). The load side here is the full Twilio simulator, costlier per call than the "
-    "density callers: when it nears its core, its own lag in reading clears and acknowledging marks "
-    "shows in both the clear latency and the truncation error.")
+    "response is interrupted). Both latencies are read on the load side, so its own lag is part of them: "
+    "the \"SimulatedCaller callers\" rows run the same barge-ins with `voicegw.sim.SimulatedCaller` (which "
+    "also decodes and keeps every byte heard), whose load side nears its core at 100 calls and shows it in "
+    "the clear's tail and the truncation error.")
 
 BASELINE_NOTE = (
     "`bench/baseline.py` is the few dozen lines every Twilio + Realtime sample has: a Starlette WebSocket "

@@ -77,6 +77,8 @@ async def run(quick: bool, only: set[str]) -> Results:
             if not quick:
                 log(f"barge-in, {mode}, callers in lockstep")
                 res.bargein_lockstep[mode] = await bench_bargein.run(mode, calls, per_call, log, phases=1)
+                log(f"barge-in, {mode}, SimulatedCaller callers")
+                res.bargein_sim[mode] = await bench_bargein.run(mode, calls, per_call, log, light=False)
     if "setup" in only:
         for mode in ("g711_ulaw", "pcm16"):
             log(f"set-up burst, {mode}")
