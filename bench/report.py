@@ -455,7 +455,8 @@ HOW_DENSITY = [
     f"period ({LATE_MS:g} ms). CPU is utime + stime of the gateway process from /proc over a 10 s window "
     "after every call is up and warm; RSS is VmRSS, minus the gateway's RSS after one warm-up call. "
     "\"Other processes\" is the CPU used by everything else on the machine during the window: a level "
-    "marked disturbed shared the machine with other work and its latencies are pessimistic.", "",
+    f"marked disturbed (over {DISTURBED:.0%} of a core) shared the machine with other work and its latencies are "
+    "pessimistic; such a level that fails runs once more, both runs are listed and the second counts.", "",
 ]
 
 ASYNCIO_NOTE = [
