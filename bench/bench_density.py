@@ -43,10 +43,10 @@ P99_TARGET_MS = 10.0
 LATE_MS = 20.0
 LATE_FRACTION_MAX = 0.001
 TAIL_SLACK = 10
-SIM_BUSY_MAX = 0.85
-SATURATED = 0.9
+SIM_BUSY_MAX = 0.85  # above this the load generator's own queueing would show up as latency
+SATURATED = 0.9  # gateway CPU share at which a failing level stops the ramp
 DISTURBED = 0.25  # other processes using more than this share of a core during a window
-SETUP_BUDGET_S = 30.0  # a gateway that cannot set up the calls of a level in this time is far past capacity  # gateway CPU share at which a failing level stops the ramp  # above this the load generator's own queueing would show up as latency
+SETUP_BUDGET_S = 30.0  # a gateway that cannot set up the calls of a level in this time is far past capacity
 
 
 @dataclass
@@ -163,7 +163,7 @@ class DensityRun:
                             if self.saturated_at is not None:
                                 self.skipped.append(n)
                                 continue
-                            for attempt in range(2):  # a level other work disturbed and failed runs once more
+                            for _ in range(2):  # a level other work disturbed and failed runs once more
                                 res = await self._level(n, gw, peer, pacer, http, self.window_s, baseline)
                                 results.append(res)
                                 log(f"  {self.mode} {n:4d} calls: c2m p99 {res.c2m.p99:.2f} ms, m2c p99 "
@@ -189,7 +189,7 @@ class DensityRun:
                 if time.monotonic() - t_setup > SETUP_BUDGET_S:
                     problems.append(f"set-up stopped after {len(pairs)} calls: the gateway answered too slowly")
                     break
-                caller = LoadCaller(1_000_000 + self._next_index, pacer, self.caller_payloads)
+                caller = LoadCaller(self._next_index, pacer, self.caller_payloads)
                 self._next_index += 1
                 target = await caller.webhook(http, gw.url, AUTH_TOKEN)
                 if self.baseline:  # no pre-warm: the sample opens the model socket at stream start

@@ -56,7 +56,7 @@ class SetupResult:
 async def _one(i: int, start_at: float, res: SetupResult, pacer: Pacer, payloads: list[str], base: str,
                http: httpx.AsyncClient, callers: list[LoadCaller], calls: int) -> None:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    caller = LoadCaller(2_000_000 + i, pacer, payloads)
+    caller = LoadCaller(i, pacer, payloads)
     callers.append(caller)
     t0 = time.monotonic()
     try:

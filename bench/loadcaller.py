@@ -46,7 +46,6 @@ class LoadCaller(WsEndpoint):
         self.account_sid = "AC" + secrets.token_hex(16)
         self.send_times = array("d")  # write time of each media frame
         self.media_times = array("d")  # arrival of each outbound media message
-        self.clears = 0
         self.clear_log: list[tuple[float, float]] = []  # per clear: its arrival, the agent audio heard by then (ms)
         self._audio_s = 0.0  # agent audio received, less what clears dropped unplayed
         self.other = 0  # messages that were neither media, mark nor clear
@@ -105,12 +104,12 @@ class LoadCaller(WsEndpoint):
             "accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.call_sid,
             "tracks": ["inbound"], "customParameters": self._params,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
-        self.pacer.add(self.index, self._tick, self._slot)
+        self.pacer.add(self, self._tick, self._slot)
         if not self.opened.done():
             self.opened.set_result(None)
 
     def on_closed(self) -> None:
-        self.pacer.remove(self.index)
+        self.pacer.remove(self)
         if not self.opened.done():
             self.opened.set_exception(SimCallError("media stream closed during the handshake"))
 
@@ -150,7 +149,6 @@ class LoadCaller(WsEndpoint):
             else:
                 self._marks.append((self._busy_until, name))
         elif payload.startswith(b'{"event":"clear"'):
-            self.clears += 1
             if self._busy_until > now:
                 self._audio_s -= self._busy_until - now
             self.clear_log.append((now, self._audio_s * 1000))
@@ -173,7 +171,7 @@ class LoadCaller(WsEndpoint):
     # -- the end -------------------------------------------------------------------------------
     def hang_up(self) -> None:
         """``stop`` then a close frame, as Twilio does when the caller hangs up."""
-        self.pacer.remove(self.index)
+        self.pacer.remove(self)
         if self.open:
             self._send_json({"event": "stop", "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
             self.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from typing import Callable, Hashable
 
 SLOTS = 20
 SLOT_S = 0.001
@@ -17,21 +17,22 @@ SLOT_S = 0.001
 
 class Pacer:
     def __init__(self) -> None:
-        self._slots: list[dict[int, Callable[[], None]]] = [{} for _ in range(SLOTS)]
-        self._where: dict[int, int] = {}
+        self._slots: list[dict[Hashable, Callable[[], None]]] = [{} for _ in range(SLOTS)]
+        self._where: dict[Hashable, int] = {}  # stream -> its slot
         self._task: asyncio.Task[None] | None = None
         self.max_lag_s = 0.0  # worst lateness of a wake-up since `reset_lag`
         self._next = 0
 
-    def add(self, key: int, tick: Callable[[], None], slot: int | None = None) -> None:
-        """Call `tick` every 20 ms in `slot` (round-robin when None)."""
+    def add(self, key: Hashable, tick: Callable[[], None], slot: int | None = None) -> None:
+        """Call `tick` every 20 ms in `slot` (round-robin when None). `key` names the stream for
+        `remove`: the stream's own object, so streams of different kinds never share a key."""
         if slot is None:
             slot, self._next = self._next, (self._next + 7) % SLOTS  # 7 is coprime with 20
         slot %= SLOTS
         self._slots[slot][key] = tick
         self._where[key] = slot
 
-    def remove(self, key: int) -> None:
+    def remove(self, key: Hashable) -> None:
         slot = self._where.pop(key, None)
         if slot is not None:
             self._slots[slot].pop(key, None)

@@ -199,7 +199,7 @@ class PeerConnection(WsEndpoint):
             self._frames = [frame(self._delta_text(resp, b64).encode()) for b64 in self.server.chunks]
             for _ in range(self.opts.burst):  # the first audio at once, the rest paced
                 self._stream_tick()
-            self.server.pacer.add(self.key, self._stream_tick)
+            self.server.pacer.add(self, self._stream_tick)
         else:
             resp.target_ms = self._rng.uniform(2500, 4500)
             self._generate()
@@ -244,7 +244,7 @@ class PeerConnection(WsEndpoint):
         resp.generating = False
         if resp.handle is not None:
             resp.handle.cancel()
-        self.server.pacer.remove(self.key)
+        self.server.pacer.remove(self)
         if status == "completed":
             self.event({"type": "response.output_audio.done", "response_id": resp.rid, "item_id": resp.iid,
                         "output_index": 0, "content_index": 0})
@@ -257,7 +257,7 @@ class PeerConnection(WsEndpoint):
             self._resp.generating = False
             if self._resp.handle is not None:
                 self._resp.handle.cancel()
-        self.server.pacer.remove(self.key)
+        self.server.pacer.remove(self)
 
     def _on_cancel(self) -> None:
         resp = self._resp
