@@ -8,8 +8,9 @@ like the real service) is interrupted by ``speech_started`` at a random point, a
 benchmark's (`bench.loadcaller`: real-time playout, marks acknowledged when playout reaches it,
 ``clear`` accounted to the byte, a few microseconds per message); `light=False` runs
 `voicegw.sim.SimulatedCaller`s instead, which also decode and keep every byte heard: at 100 calls
-their load side used 65-77% of its core where the light callers' used 41-51%. A clear's latency is read on the load side, so the load side's own
-lag is part of it: the lighter the callers, the less of it.
+their load side used 65-77% of its core where the light callers' used 41-51%. A clear's latency
+is read on the load side, so the load side's own lag is part of it: the lighter the callers, the
+less of it.
 
 Per barge-in k of a call:
 * clear latency = arrival of the k-th ``clear`` at the caller - when the peer wrote the k-th
