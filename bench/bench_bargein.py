@@ -106,7 +106,7 @@ async def _light_callers(url: str, peer: BenchPeer, pacer: Pacer, calls: int, ph
     try:
         async with httpx.AsyncClient(trust_env=False, timeout=15) as http:
             for i in range(calls):
-                caller = LoadCaller(i, pacer, payloads)
+                caller = LoadCaller(pacer, payloads)
                 target = await caller.webhook(http, url, AUTH_TOKEN)
                 callers.append(caller)
                 conns.append(await peer.next_connection(15))  # pre-warmed at the webhook

@@ -139,7 +139,6 @@ class DensityRun:
         self.peer_chunks = audio_chunks(mode, delta_ms)
         self.m2c_map = nonempty_outputs(ModelToCaller(mode).convert, self.peer_chunks, max_frames)
         self.nominal_gap_ms = float(delta_ms) * max_frames / max(1, len(self.m2c_map))
-        self._next_index = 0
         self.saturated_at: int | None = None  # the level that used the whole core and failed
         self.skipped: list[int] = []  # levels not run because of that
 
@@ -189,8 +188,7 @@ class DensityRun:
                 if time.monotonic() - t_setup > SETUP_BUDGET_S:
                     problems.append(f"set-up stopped after {len(pairs)} calls: the gateway answered too slowly")
                     break
-                caller = LoadCaller(self._next_index, pacer, self.caller_payloads)
-                self._next_index += 1
+                caller = LoadCaller(pacer, self.caller_payloads)
                 target = await caller.webhook(http, gw.url, AUTH_TOKEN)
                 if self.baseline:  # no pre-warm: the sample opens the model socket at stream start
                     await caller.connect(target, 15, slot=(i * 20) // n)

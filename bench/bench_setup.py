@@ -56,7 +56,7 @@ class SetupResult:
 async def _one(i: int, start_at: float, res: SetupResult, pacer: Pacer, payloads: list[str], base: str,
                http: httpx.AsyncClient, callers: list[LoadCaller], calls: int) -> None:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    caller = LoadCaller(i, pacer, payloads)
+    caller = LoadCaller(pacer, payloads)
     callers.append(caller)
     t0 = time.monotonic()
     try:

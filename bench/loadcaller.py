@@ -36,9 +36,8 @@ _clock = time.monotonic
 class LoadCaller(WsEndpoint):
     masked = True
 
-    def __init__(self, index: int, pacer: Pacer, payloads: list[str]) -> None:
+    def __init__(self, pacer: Pacer, payloads: list[str]) -> None:
         super().__init__(_clock)
-        self.index = index
         self.pacer = pacer
         self.payloads = payloads
         self.call_sid = "CA" + secrets.token_hex(16)
