@@ -8,6 +8,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -18,6 +19,7 @@ from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, free_port
 from tests.proc import serve_process
 from voicegw.localmodel.server import LocalModelServer
 from voicegw.sim.caller import SimulatedCaller
+from voicegw.sim.twiml import StreamTarget
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +43,48 @@ def check_calls(results: list) -> None:
 
 
 async def test_twenty_calls_through_two_workers_open_exactly_twenty_model_sessions() -> None:
+    """A stream that lands on the other worker is handed over before it opens (its connection
+    passes to the owner: voicegw.telephony.handoff), never relayed frame by frame."""
     async with LocalModelServer(api_key="k") as peer:
         env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
                "VOICEGW_PREWARM_TIMEOUT": "10"}
         async with serve_process(env, workers=2, agent_yaml=AGENT) as sp:
             results = await place_calls(sp.url, 20)
+            async with httpx.AsyncClient(timeout=5) as http:
+                text = (await http.get(sp.url + "/metrics")).text  # the sum over both workers
     check_calls(results)
     assert peer.sessions_opened == 20
-    print(f"20 calls, 2 workers: {peer.sessions_opened} model sessions")
+    handed = metric(text, "voicegw_streams_handed_over_total")
+    assert handed > 0, "no stream landed on the other worker, or none was handed over"
+    assert metric(text, "voicegw_streams_relayed_total") == 0
+    assert metric(text, "voicegw_prewarm_unclaimed_total") == 0
+    print(f"20 calls, 2 workers: {peer.sessions_opened} model sessions, {handed:.0f} streams handed over")
+
+
+class HintedCaller(SimulatedCaller):
+    """A caller whose stream URL names a worker that is not there (one that exited since the
+    webhook, or another replica's)."""
+
+    async def _webhook(self) -> StreamTarget:
+        target = await super()._webhook()
+        base, _, _ = target.url.rpartition("/")
+        return replace(target, url=f"{base}/w9.gone")
+
+
+async def test_a_stream_naming_a_worker_that_is_gone_is_still_served_by_its_owner() -> None:
+    async with LocalModelServer(api_key="k") as peer:
+        env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
+               "VOICEGW_PREWARM_TIMEOUT": "10"}
+        async with serve_process(env, workers=2, agent_yaml=AGENT) as sp:
+            callers = [HintedCaller(sp.url, auth_token=AUTH_TOKEN) for _ in range(8)]
+            results = await asyncio.gather(*(c.run(duration_s=1.5, timeout_s=30) for c in callers))
+            async with httpx.AsyncClient(timeout=5) as http:
+                text = (await http.get(sp.url + "/metrics")).text
+    check_calls(results)
+    assert all(c.target is not None and c.target.url.endswith("/twilio/media/w9.gone") for c in callers)
+    assert peer.sessions_opened == 8  # each stream still reached the worker that pre-warmed its call
+    assert metric(text, "voicegw_streams_handed_over_total") == 0
+    assert metric(text, "voicegw_prewarm_unclaimed_total") == 0
 
 
 def haproxy_config(port: int, backends: list[int]) -> str:

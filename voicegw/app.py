@@ -49,6 +49,7 @@ def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None,
     routes: list[BaseRoute] = [
         Route("/twilio/voice", voice_webhook, methods=["POST"]),
         WebSocketRoute("/twilio/media", media_stream),
+        WebSocketRoute("/twilio/media/{worker}", media_stream),  # the owner's name: voicegw.telephony.handoff
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

@@ -2,8 +2,8 @@
 
 Two sources feed the metrics:
 
-* the gateway's own counts (calls started and ended, admission, streams refused or relayed,
-  pre-warms, model connects), counted where they happen (voicegw.gateway);
+* the gateway's own counts (calls started and ended, admission, streams refused, relayed or
+  handed over, pre-warms, model connects), counted where they happen (voicegw.gateway);
 * every call-log entry a call performs (voicegw.calllog.entries): `CallObserver` wraps the call
   log sink, so turn latency, barge-ins, tools, model errors, reconnects and rollovers are derived
   from the record the call writes anyway. The call core never hears of metrics; the bridge only
@@ -103,6 +103,7 @@ class Metrics:
         self.model_connect_failures = 0
         self._calls_refused = 0
         self._streams_relayed = 0
+        self.streams_handed_over = 0
 
         # calls
         self.c_calls_started = Counter("voicegw_calls_started", "Calls created (webhook pre-warm or stream start).",
@@ -119,6 +120,8 @@ class Metrics:
                                          "(invalid_token, token_reused, full).", ["reason"], registry=reg)
         self.c_streams_relayed = Counter("voicegw_streams_relayed", "Media streams relayed to the worker or replica "
                                          "that pre-warmed their call.", registry=reg)
+        self.c_streams_handed_over = Counter("voicegw_streams_handed_over", "Media stream connections passed, before "
+                                             "they opened, to the worker that pre-warmed their call.", registry=reg)
         self.c_prewarm_unclaimed = Counter("voicegw_prewarm_unclaimed", "Pre-warmed calls whose stream never came.",
                                            registry=reg)
         # model
@@ -202,6 +205,10 @@ class Metrics:
     @property
     def streams_relayed(self) -> int:
         return self._streams_relayed
+
+    def stream_handed_over(self) -> None:
+        self.streams_handed_over += 1
+        self.c_streams_handed_over.inc()
 
     def prewarm_expired(self) -> None:
         self.prewarm_unclaimed += 1

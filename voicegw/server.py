@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from voicegw.telephony.fastmedia import MediaUpgrade
+from voicegw.telephony.handoff import HandoffReceiver
 from starlette.applications import Starlette
 
 from voicegw import logs
@@ -92,6 +93,13 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def _adopted(task: asyncio.Task[Any], sock: socket.socket) -> None:
+    if task.cancelled() or task.exception() is not None:
+        log.warning("stream hand-over: the passed connection could not be served: %s",
+                    "cancelled" if task.cancelled() else task.exception())
+        sock.close()
+
+
 class GatewayServer(uvicorn.Server):
     """uvicorn, where SIGTERM or SIGINT means *drain*, never *drop*.
 
@@ -139,6 +147,20 @@ class GatewayServer(uvicorn.Server):
         finally:
             self.should_exit = True
 
+    def adopt(self, sock: socket.socket, request: bytes) -> None:
+        """Serve a stream connection another worker passed here with the upgrade request it read
+        (voicegw.telephony.handoff), as if this process had accepted it."""
+        if not self.started or self.should_exit or self._loop is None:
+            sock.close()  # not serving (yet, or any more): the caller's stream ends; Twilio's call does not
+            return
+        state = self.lifespan.state
+
+        def protocol() -> MediaUpgrade:
+            return MediaUpgrade(self.config, self.server_state, state, handed=request)
+
+        task = asyncio.ensure_future(self._loop.connect_accepted_socket(protocol, sock))
+        task.add_done_callback(lambda t: _adopted(t, sock))
+
     def _stop_now(self) -> None:
         if self._drain is not None:
             self._drain.cancel()
@@ -150,7 +172,8 @@ class GatewayServer(uvicorn.Server):
 async def serve(settings: Settings, *, log_level: str = "info", sockets: list[socket.socket] | None = None,
                 worker: str = "w0", peers_dir: str | None = None, ignore_sigint: bool = False) -> None:
     """Serve until drained. With `sockets` (a worker of `serve --workers`): the shared listening
-    socket, plus this worker's own Unix socket under `peers_dir` for streams relayed to it."""
+    socket, plus this worker's own Unix sockets under `peers_dir` for streams relayed or handed
+    over to it (voicegw.telephony.relay, handoff)."""
     for line in startup_warnings(settings):
         log.warning(line)
     assembled = await assemble(settings, worker=worker, peers_dir=peers_dir)
@@ -166,6 +189,7 @@ async def serve(settings: Settings, *, log_level: str = "info", sockets: list[so
     server = GatewayServer(config, assembled.gateway, ignore_sigint)
     listeners = list(sockets) if sockets is not None else None
     private: socket.socket | None = None
+    handoff: HandoffReceiver | None = None
     if peers_dir is not None:
         private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = os.path.join(peers_dir, f"{worker}.sock")
@@ -173,10 +197,14 @@ async def serve(settings: Settings, *, log_level: str = "info", sockets: list[so
         os.chmod(path, 0o600)
         private.listen(128)
         listeners = (listeners or []) + [private]
+        handoff = HandoffReceiver(peers_dir, worker, server.adopt)
+        handoff.start()
     tune_gc()
     try:
         await server.serve(listeners)
     finally:
+        if handoff is not None:
+            handoff.close()
         if private is not None:
             private.close()
         await assembled.calllog.aclose()

@@ -41,11 +41,14 @@ def _relay_hops(ws: WebSocket) -> int:
         return MAX_HOPS
 
 
-def _stream_url(public: str) -> str:
-    """wss://<host>/twilio/media from the public URL Twilio used for the webhook."""
+def _stream_url(public: str, gw: Gateway) -> str:
+    """wss://<host>/twilio/media from the public URL Twilio used for the webhook; with several
+    workers, /twilio/media/<this worker>, so the worker that gets the stream can pass it here before
+    it opens (voicegw.telephony.handoff)."""
     parts = urlsplit(public)
     scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
-    return urlunsplit((scheme, parts.netloc, "/twilio/media", "", ""))
+    path = "/twilio/media" if gw.peers_dir is None else f"/twilio/media/{gw.worker}"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 async def twilio_form(request: Request, settings: Settings, what: str) -> tuple[str, dict[str, str]] | Response:
@@ -129,7 +132,7 @@ async def voice_webhook(request: Request) -> Response:
         gw.prewarm(call_sid, from_number, to_number, agent_key=agent_key, context=grant.context,
                    await_answer=grant.await_answer, outbound=True)
     twiml = build_connect_twiml(
-        _stream_url(url), {"From": from_number, "To": to_number, "CallSid": call_sid, "token": token})
+        _stream_url(url, gw), {"From": from_number, "To": to_number, "CallSid": call_sid, "token": token})
     return Response(twiml, media_type="application/xml")
 
 

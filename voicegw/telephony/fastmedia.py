@@ -31,6 +31,7 @@ from uvicorn.importer import import_from_string
 
 from voicegw.compiled import fastwire
 from voicegw.telephony import base as tel
+from voicegw.telephony.handoff import hand_over, hinted_worker
 
 if TYPE_CHECKING:
     from voicegw.call.bridge import CallBridge
@@ -326,16 +327,25 @@ def _log_crash(task: asyncio.Task[Any]) -> None:
 
 
 class MediaUpgrade(asyncio.Protocol):
-    """uvicorn's `ws` protocol class: `/twilio/media` to picows, any other path to uvicorn's own."""
+    """uvicorn's `ws` protocol class: `/twilio/media` to picows, any other path to uvicorn's own.
 
-    def __init__(self, config: Any, server_state: Any, app_state: Any, on_connection_lost: Any = None) -> None:
+    A stream URL may name the worker that owns its call (`/twilio/media/<worker>`, see
+    voicegw.telephony.handoff): one named for another worker of this replica is passed to it
+    before it opens. `handed` is the upgrade request of a connection another worker passed here,
+    served as if this process had read it."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any, on_connection_lost: Any = None,
+                 handed: bytes | None = None) -> None:
         self.config, self.server_state, self.app_state = config, server_state, app_state
         self.on_connection_lost = on_connection_lost
         self.transport: asyncio.Transport | None = None
         self.inner: Any = None
+        self._handed = handed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         self.transport = transport  # type: ignore[assignment]
+        if self._handed is not None:  # before anything the socket itself delivers
+            self.data_received(self._handed)
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
@@ -343,7 +353,15 @@ class MediaUpgrade(asyncio.Protocol):
             return
         path = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
         app = getattr(self.config, "app", None)
-        if path.split(b"?", 1)[0] == MEDIA_PATH and getattr(getattr(app, "state", None), "gateway", None) is not None \
+        gw = getattr(getattr(app, "state", None), "gateway", None)
+        base = path.split(b"?", 1)[0]
+        if gw is not None and self._handed is None and gw.peers_dir is not None and self.transport is not None:
+            worker = hinted_worker(base, MEDIA_PATH)
+            if worker is not None and worker != gw.worker and hand_over(self.transport, data, gw.peers_dir, worker):
+                gw.metrics.stream_handed_over()
+                self.transport.close()  # our copy of the socket: the connection lives on in the owner
+                return
+        if (base == MEDIA_PATH or hinted_worker(base, MEDIA_PATH) is not None) and gw is not None \
                 and _is_tcp(self.transport):
             self.inner = WSProtocol(
                 None, None, False, lambda request: PicoMediaSocket(app, request, self.server_state),

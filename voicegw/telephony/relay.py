@@ -2,18 +2,21 @@
 
 The voice webhook pre-warms the call's model session in whichever worker process (and replica)
 received it, and the stream token it answers with names that owner (`<replica URL>|<worker>`).
-Twilio then opens the media stream wherever the load balancer sends it. When that is another
-worker of the same replica, the stream is piped over the owner's private Unix socket; when it is
-another replica, over WebSocket to the owner's `VOICEGW_REPLICA_URL`. The owner treats the relayed
-stream exactly like one from Twilio: it verifies the token again and enforces single use, so the
-relay needs no trust of its own. If the owner cannot be reached (it is gone), the stream is handled
-where it landed, with a new model session: the call still works.
+Twilio then opens the media stream wherever the load balancer sends it. A stream that reaches
+another worker of the same replica is normally passed to its owner before it opens, connection
+and all (voicegw.telephony.handoff, on the worker named in the stream's path). What is left comes
+here once the stream has started and its token names another process: a stream for another
+replica is piped over WebSocket to the owner's `VOICEGW_REPLICA_URL`; one for another worker of
+this replica that was not passed (its path named no worker here, or the owner could not take it at
+once) over the owner's private Unix socket. The owner treats the relayed stream exactly like one from Twilio: it verifies
+the token again and enforces single use, so the relay needs no trust of its own. If the owner
+cannot be reached (it is gone), the stream is handled where it landed, with a new model session:
+the call still works.
 
-Why a relay and not socket passing or sticky routing: Twilio's stream request carries nothing a
-load balancer can route on before the upgrade (the CallSid arrives in the first frames), a worker
-cannot hand an upgraded ASGI WebSocket to another process, and a relay works the same between
-workers and between replicas. It costs one extra local hop for the calls that land elsewhere
-((N-1)/N of them with N processes), measured in docs/BENCHMARKS.md.
+Why a relay between replicas and not sticky routing: Twilio's stream request carries nothing a
+load balancer can route on (the URL is the one the replica wrote, but a Service or ingress does not
+route on a pod's name, and the CallSid arrives in the first frames), and a socket cannot move
+between machines. It costs one extra hop for every frame of the calls that land elsewhere.
 """
 from __future__ import annotations
 
