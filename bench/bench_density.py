@@ -121,13 +121,15 @@ def nonempty_outputs(convert: Callable[[str], str], inputs: list[str], count: in
 class DensityRun:
     def __init__(self, mode: str, window_s: float, warm_s: float, max_frames: int = 20000,
                  on_window: Callable[[int, float], Awaitable[None]] | None = None, loop: str = "default",
-                 source: Path | None = None, baseline: bool | str = False, delta_ms: int = 20) -> None:
+                 source: Path | None = None, baseline: bool | str = False, delta_ms: int = 20,
+                 workers: int = 1) -> None:
         # True: the minimal sample bridge (bench.baseline); "floor": the cheapest relay (bench.floor);
         # "twilio": Twilio's published sample (bench.twilio_sample); all passthrough only
         self.baseline = baseline
         if baseline:
             mode = "g711_ulaw"
         self.mode = mode
+        self.workers = workers  # > 1: `serve --workers N` on every core (not pinned), CPU summed over them
         self.source = source
         self.loop = loop
         self.on_window = on_window  # e.g. a profiler attached to the gateway (pid, seconds)
@@ -150,8 +152,9 @@ class DensityRun:
         results: list[Level] = []
         try:
             async with BenchPeer(PeerOptions(audio_mode=self.mode, behaviour="stream", delta_ms=self.delta_ms), pacer) as peer:
-                async with running_gateway(peer.base_url, self.mode, core=0, loop=self.loop, source=self.source,
-                                           baseline=self.baseline) as gw:
+                async with running_gateway(peer.base_url, self.mode, core=0 if self.workers == 1 else None,
+                                           loop=self.loop, source=self.source, baseline=self.baseline,
+                                           workers=self.workers) as gw:
                     async with httpx.AsyncClient(trust_env=False, timeout=15) as http:
                         await self._level(1, gw, peer, pacer, http, window_s=2.0, baseline=None)  # warm-up
                         baseline = gw.rss_kib()

@@ -102,11 +102,16 @@ class GatewayProcess:
                     out.append((int(gen), float(ms)))
         return out
 
+    def pids(self) -> list[int]:
+        """The gateway's process and, with `--workers N`, its workers (the supervisor's children)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [self.pid] + [int(p) for p in children.read_text().split()] if children.exists() else [self.pid]
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def rss_kib(self) -> int:
-        return rss_kib(self.pid)
+        return sum(rss_kib(pid) for pid in self.pids())
 
     async def active_calls(self, http: httpx.AsyncClient) -> int:
         resp = await http.get(self.url + "/readyz", timeout=5)
@@ -123,7 +128,8 @@ class GatewayProcess:
 @contextlib.asynccontextmanager
 async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | None = 0,
                           prewarm_timeout_s: int = 15, loop: str = "default",
-                          source: Path | None = None, baseline: bool | str = False) -> AsyncIterator[GatewayProcess]:
+                          source: Path | None = None, baseline: bool | str = False,
+                          workers: int = 1) -> AsyncIterator[GatewayProcess]:
     """Start the gateway, wait until it answers /healthz, stop it (SIGTERM, then SIGKILL).
 
     The gateway is the ordinary CLI started through `bench.gw_launch`, which logs garbage
@@ -132,7 +138,8 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
     directory (an exported older commit, for before/after comparisons). `baseline` starts the
     minimal sample bridge (`bench.baseline`) instead of voicegw, on the same core and model peer;
     `baseline="floor"` the cheapest relay (`bench.floor`), `baseline="twilio"` Twilio's published
-    sample as it behaves on the wire (`bench.twilio_sample`).
+    sample as it behaves on the wire (`bench.twilio_sample`). `workers` > 1 runs `serve --workers N`
+    (CPU time and RSS are then summed over the supervisor and its workers).
     """
     with tempfile.TemporaryDirectory(prefix="voicegw-bench-") as tmp:
         agent = Path(tmp) / "agent.yaml"
@@ -150,7 +157,7 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
         cmd = [sys.executable, "-m", "bench.gw_launch", "--gc-log", str(gc_log)]
         if loop == "asyncio":
             cmd.append("--asyncio")
-        cmd += ["serve", "--agent", str(agent), "--port", str(port), "--workers", "1"]
+        cmd += ["serve", "--agent", str(agent), "--port", str(port), "--workers", str(workers)]
         if baseline:
             bridge = {"floor": "bench.floor", "twilio": "bench.twilio_sample"}.get(str(baseline), "bench.baseline")
             cmd = [sys.executable, "-m", bridge, "--gc-log", str(gc_log), "--port", str(port)]

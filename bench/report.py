@@ -34,6 +34,7 @@ class Results:
     density: dict[str, list[Level]] = field(default_factory=dict)  # mode -> ramp
     asyncio_loop: list[Level] = field(default_factory=list)  # the same load on the standard event loop
     slow_deltas: list[Level] = field(default_factory=list)  # 100 calls with 200 ms model deltas, per mode
+    two_workers: list[Level] = field(default_factory=list)  # `serve --workers 2` on both cores, per mode
     saturated: dict[str, tuple[int | None, list[int]]] = field(default_factory=dict)  # ramp -> (level, skipped)
     greeting: list[GreetingCase] = field(default_factory=list)
     bargein: dict[str, BargeInResult] = field(default_factory=dict)
@@ -364,6 +365,8 @@ def render(r: Results, docs: Path) -> str:
             out += _skipped(r, f"{mode} on asyncio")
     if getattr(r, "slow_deltas", []):
         out += SLOW_DELTAS_NOTE + density_table(r.slow_deltas, with_mode=True) + [""]
+    if getattr(r, "two_workers", []):
+        out += TWO_WORKERS_NOTE + density_table(r.two_workers, with_mode=True) + [""]
     out += baseline_section(r)
     out += soak_section(r)
     if r.density:
@@ -472,6 +475,16 @@ SLOW_DELTAS_NOTE = [
     "costliest load a gateway can get. The Realtime service's deltas are larger and vary, and the local "
     "model sends 200 ms; with those the caller's 50 frames a second are most of the work. The same "
     "100 calls with 200 ms deltas (the sample bridges are compared at both sizes below):", "",
+]
+
+TWO_WORKERS_NOTE = [
+    "### Two workers on both cores", "",
+    "`voicegw serve --workers 2`, as a 2-CPU pod runs it, not pinned: the load process shares core 1 "
+    "with one of the workers, so latencies here are pessimistic. CPU time and RSS are summed over the "
+    "supervisor and its workers (\"gateway CPU\" can pass 100%). The kernel gives each connection to "
+    "either worker, so most streams reach another worker than the one whose webhook pre-warmed their "
+    "call; each such stream's connection is passed to that worker before it opens "
+    "(voicegw/telephony/handoff.py), so a call costs what it costs in one process:", "",
 ]
 
 GREETING_NOTE = (

@@ -55,6 +55,10 @@ async def run(quick: bool, only: set[str]) -> Results:
             for mode in ("pcm16", "g711_ulaw"):
                 log(f"density with 200 ms model deltas, {mode}")
                 res.slow_deltas += await DensityRun(mode, window, warm, delta_ms=200).run([100], {100}, log)
+        levels = [25, 50] if quick else [50, 100]  # the first: both workers warm
+        for mode in ("pcm16", "g711_ulaw"):
+            log(f"density through two workers, {mode}")
+            res.two_workers += await DensityRun(mode, window, warm, workers=2).run(levels, set(levels), log)
     if "baseline" in only:
         # 20 ms deltas: every message the service could send, the costliest load; 200 ms deltas: the
         # local model's size, where the caller's 50 frames a second are most of the work
