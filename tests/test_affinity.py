@@ -18,7 +18,8 @@ import pytest
 from tests.harness import AUTH_TOKEN, SUPPORT_AGENT, free_port
 from tests.proc import serve_process
 from voicegw.localmodel.server import LocalModelServer
-from voicegw.sim.caller import SimulatedCaller
+from voicegw.telephony.twilio import sign
+from voicegw.sim.caller import SimulatedCaller, new_sid
 from voicegw.sim.twiml import StreamTarget
 
 pytestmark = pytest.mark.e2e
@@ -59,6 +60,27 @@ async def test_twenty_calls_through_two_workers_open_exactly_twenty_model_sessio
     assert metric(text, "voicegw_streams_relayed_total") == 0
     assert metric(text, "voicegw_prewarm_unclaimed_total") == 0
     print(f"20 calls, 2 workers: {peer.sessions_opened} model sessions, {handed:.0f} streams handed over")
+
+
+async def test_webhooks_over_one_kept_alive_connection_still_spread_over_the_workers() -> None:
+    """An ingress reuses its idle upstream connections, and a call lives in the worker that
+    answered its webhook: with several workers each webhook's connection closes after the answer,
+    so the next one is a new connection for whichever worker accepts it."""
+    async with LocalModelServer(api_key="k") as peer:
+        env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
+               "VOICEGW_PREWARM_TIMEOUT": "10"}
+        async with serve_process(env, workers=2, agent_yaml=AGENT) as sp:
+            async with httpx.AsyncClient(timeout=10, trust_env=False) as http:  # one pool, like an ingress
+                url = sp.url + "/twilio/voice"
+                for _ in range(12):
+                    form = {"CallSid": new_sid("CA"), "From": "+15550100001", "To": "+15550100002",
+                            "CallStatus": "ringing", "Direction": "inbound"}
+                    r = await http.post(url, data=form, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, form)})
+                    assert r.status_code == 200 and "<Stream" in r.text, r.text
+                    assert r.headers.get("connection") == "close"
+            await sp.wait_for_line("call started", count=12)
+            workers = [ln.get("worker") for ln in sp.lines if str(ln.get("msg", "")).startswith("call started")]
+    assert len(workers) == 12 and len(set(workers)) == 2, f"calls by worker: {workers}"
 
 
 class HintedCaller(SimulatedCaller):

@@ -133,7 +133,11 @@ async def voice_webhook(request: Request) -> Response:
                    await_answer=grant.await_answer, outbound=True)
     twiml = build_connect_twiml(
         _stream_url(url, gw), {"From": from_number, "To": to_number, "CallSid": call_sid, "token": token})
-    return Response(twiml, media_type="application/xml")
+    # With several workers the call lives where its webhook was answered, so the connection is not
+    # kept for the next webhook: an ingress reuses its idle upstream connections, which would give
+    # every call to one worker. A new connection goes to whichever worker accepts it first.
+    headers = {"Connection": "close"} if gw.peers_dir is not None else None
+    return Response(twiml, media_type="application/xml", headers=headers)
 
 
 def _event_of(message: Message, gw: Gateway) -> tel.StreamEvent:
