@@ -86,9 +86,10 @@ class CpuWindow:
 
 
 class GatewayProcess:
-    def __init__(self, pid: int, url: str, log_path: Path, gc_log: Path) -> None:
+    def __init__(self, pid: int, url: str, log_path: Path, gc_log: Path, workers: int = 1) -> None:
         self.pid = pid
         self.url = url
+        self.workers = workers
         self.log_path = log_path
         self.gc_log = gc_log
 
@@ -114,6 +115,10 @@ class GatewayProcess:
         return sum(rss_kib(pid) for pid in self.pids())
 
     async def active_calls(self, http: httpx.AsyncClient) -> int:
+        """Calls in progress: /readyz answers for the one process it reaches, so with several
+        workers the gauge summed over them (/metrics) instead."""
+        if self.workers > 1:
+            return int(await self.metric(http, "voicegw_calls_active"))
         resp = await http.get(self.url + "/readyz", timeout=5)
         return int(resp.json()["active_calls"])
 
@@ -173,7 +178,7 @@ async def running_gateway(model_base_url: str, audio_mode: str, *, core: int | N
             cwd = source
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-        gw = GatewayProcess(proc.pid, f"http://127.0.0.1:{port}", log_path, gc_log)
+        gw = GatewayProcess(proc.pid, f"http://127.0.0.1:{port}", log_path, gc_log, 1 if baseline else workers)
         try:
             async with httpx.AsyncClient(trust_env=False) as http:
                 async with asyncio.timeout(60):

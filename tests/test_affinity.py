@@ -43,12 +43,17 @@ def check_calls(results: list) -> None:
         assert r.heard_ms > 1000, r.summary()
 
 
+def model_env(peer: LocalModelServer) -> dict[str, str]:
+    """A gateway's settings for the local model server `peer`."""
+    return {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
+            "VOICEGW_PREWARM_TIMEOUT": "10"}
+
+
 async def test_twenty_calls_through_two_workers_open_exactly_twenty_model_sessions() -> None:
     """A stream that lands on the other worker is handed over before it opens (its connection
     passes to the owner: voicegw.telephony.handoff), never relayed frame by frame."""
     async with LocalModelServer(api_key="k") as peer:
-        env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
-               "VOICEGW_PREWARM_TIMEOUT": "10"}
+        env = model_env(peer)
         async with serve_process(env, workers=2, agent_yaml=AGENT) as sp:
             results = await place_calls(sp.url, 20)
             async with httpx.AsyncClient(timeout=5) as http:
@@ -67,8 +72,7 @@ async def test_webhooks_over_one_kept_alive_connection_still_spread_over_the_wor
     answered its webhook: with several workers each webhook's connection closes after the answer,
     so the next one is a new connection for whichever worker accepts it."""
     async with LocalModelServer(api_key="k") as peer:
-        env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
-               "VOICEGW_PREWARM_TIMEOUT": "10"}
+        env = model_env(peer)
         async with serve_process(env, workers=2, agent_yaml=AGENT) as sp:
             async with httpx.AsyncClient(timeout=10, trust_env=False) as http:  # one pool, like an ingress
                 url = sp.url + "/twilio/voice"
@@ -95,8 +99,7 @@ class HintedCaller(SimulatedCaller):
 
 async def test_a_stream_naming_a_worker_that_is_gone_is_still_served_by_its_owner() -> None:
     async with LocalModelServer(api_key="k") as peer:
-        env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
-               "VOICEGW_PREWARM_TIMEOUT": "10"}
+        env = model_env(peer)
         async with serve_process(env, workers=2, agent_yaml=AGENT) as sp:
             callers = [HintedCaller(sp.url, auth_token=AUTH_TOKEN) for _ in range(8)]
             results = await asyncio.gather(*(c.run(duration_s=1.5, timeout_s=30) for c in callers))
@@ -166,7 +169,7 @@ async def test_two_replicas_behind_haproxy_round_robin_leave_no_pre_warm_orphane
     ports = [free_port(), free_port()]
     lb_port = free_port()
     async with LocalModelServer(api_key="k") as peer:
-        common = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": f"http://127.0.0.1:{peer.port}/v1",
+        common = {**model_env(peer),
                   "VOICEGW_STREAM_SECRET": "shared-stream-secret-for-every-replica",
                   "VOICEGW_PUBLIC_URL": f"http://127.0.0.1:{lb_port}", "VOICEGW_PREWARM_TIMEOUT": "3"}
         async with serve_process({**common, "VOICEGW_REPLICA_URL": f"http://127.0.0.1:{ports[0]}"}, port=ports[0],

@@ -356,13 +356,13 @@ class MediaUpgrade(asyncio.Protocol):
         gw = getattr(getattr(app, "state", None), "gateway", None)
         base = path.split(b"?", 1)[0]
         owner = hinted_worker(base, MEDIA_PATH)
-        if owner is not None and gw is not None and self._handed is None and gw.peers_dir is not None \
-                and owner != gw.worker and self.transport is not None \
-                and hand_over(self.transport, data, gw.peers_dir, owner):
+        tcp = _is_tcp(self.transport)
+        if tcp and self.transport is not None and owner is not None and gw is not None and self._handed is None \
+                and gw.peers_dir is not None and owner != gw.worker and hand_over(self.transport, data, gw.peers_dir, owner):
             gw.metrics.stream_handed_over()
             self.transport.close()  # our copy of the socket: the connection lives on in the owner
             return
-        if (base == MEDIA_PATH or owner is not None) and gw is not None and _is_tcp(self.transport):
+        if (base == MEDIA_PATH or owner is not None) and gw is not None and tcp:
             self.inner = WSProtocol(
                 None, None, False, lambda request: PicoMediaSocket(app, request, self.server_state),
                 _PICOWS_LOG, True, HANDSHAKE_TIMEOUT_S, False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,

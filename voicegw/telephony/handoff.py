@@ -47,15 +47,13 @@ def hinted_worker(path: bytes, media_path: bytes) -> str | None:
 
 
 def hand_over(transport: asyncio.BaseTransport, request: bytes, peers_dir: str, worker: str) -> bool:
-    """Pass the connection under `transport` and its upgrade `request` to `worker`'s process. True
-    when the owner has it (this process must then close its copy and write nothing); False to
-    serve the stream here. Never waits: the datagram is taken at once or not at all."""
+    """Pass the TCP connection under `transport` (the caller checks it is one) and its upgrade
+    `request` to `worker`'s process. True when the owner has it (this process must then close its
+    copy and write nothing); False to serve the stream here. Never waits: the datagram is taken at
+    once or not at all."""
     if len(request) > MAX_REQUEST_BYTES or transport.get_extra_info("sslcontext") is not None:
         return False
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    fd = os.dup(sock.fileno())
+    fd = os.dup(transport.get_extra_info("socket").fileno())
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
             out.setblocking(False)
